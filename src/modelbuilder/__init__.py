@@ -1,0 +1,2 @@
+"""modelbuilder: turn a folder of labelled images into a shippable image classifier."""
+

@@ -1,0 +1,159 @@
+"""Frozen dataclasses for the resource model: what the store returns, never database rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from .errors import InvalidStateError
+
+
+class RunStatus(str, Enum):
+    NOT_STARTED = "NotStarted"
+    QUEUED = "Queued"
+    PREPARING = "Preparing"
+    RUNNING = "Running"
+    FINALIZING = "Finalizing"
+    CANCEL_REQUESTED = "CancelRequested"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return not self.is_terminal
+
+
+TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED})
+
+_ACTIVE = (RunStatus.QUEUED, RunStatus.PREPARING, RunStatus.RUNNING, RunStatus.FINALIZING)
+
+#: The one table of allowed run status transitions. Terminal states have no way out.
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.NOT_STARTED: frozenset(
+        {RunStatus.QUEUED, RunStatus.FAILED, RunStatus.CANCEL_REQUESTED, RunStatus.CANCELED}
+    ),
+    RunStatus.QUEUED: frozenset({RunStatus.PREPARING, RunStatus.FAILED, RunStatus.CANCEL_REQUESTED}),
+    RunStatus.PREPARING: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCEL_REQUESTED}),
+    RunStatus.RUNNING: frozenset({RunStatus.FINALIZING, RunStatus.FAILED, RunStatus.CANCEL_REQUESTED}),
+    RunStatus.FINALIZING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCEL_REQUESTED}),
+    RunStatus.CANCEL_REQUESTED: frozenset({RunStatus.CANCELED, RunStatus.FAILED}),
+    RunStatus.COMPLETED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELED: frozenset(),
+}
+
+
+def check_run_transition(run_id: str, current: RunStatus, new: RunStatus) -> None:
+    """Raise InvalidStateError unless ``current -> new`` is in RUN_TRANSITIONS."""
+    if new not in RUN_TRANSITIONS[current]:
+        allowed = ", ".join(sorted(s.value for s in RUN_TRANSITIONS[current])) or "none (terminal)"
+        raise InvalidStateError(
+            f"Run '{run_id}' cannot go from {current.value} to {new.value}; allowed: {allowed}.",
+            hint="Terminal runs never change; start a new run instead."
+            if current.is_terminal
+            else None,
+        )
+
+
+class ProvisioningState(str, Enum):
+    CREATING = "Creating"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeSize:
+    """A size from the catalog (the source's VM sizes and a few more)."""
+
+    name: str
+    vcpus: int
+    memory_gib: float
+    temp_storage_gib: int
+    gpus: int
+    gpu_memory_gib: int
+    max_data_disks: int
+    max_nics: int
+    gpu_model: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceGroup:
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    name: str
+    resource_group: str
+    region: str
+    store_url: str
+    artifact_root: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    id: str
+    name: str
+    workspace: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Compute:
+    name: str
+    workspace: str
+    size: str
+    backend: str
+    state: ProvisioningState
+    error: str | None = None
+    min_nodes: int = 0
+    max_nodes: int = 1
+    idle_seconds_before_scaledown: int = 1800
+    address: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    key: str
+    value: float
+    step: int
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: str
+    experiment_id: str
+    experiment: str
+    status: RunStatus
+    compute: str | None = None
+    parent_run_id: str | None = None
+    name: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    dataset_fingerprint: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    error: str | None = None
+    phase: str | None = None
+    latest_metrics: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""modelbuilder.training."""
