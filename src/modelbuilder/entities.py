@@ -157,3 +157,21 @@ class Run:
     error: str | None = None
     phase: str | None = None
     latest_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line of a run's log; ``number`` counts from 0 in the order the lines were logged."""
+
+    number: int
+    timestamp: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentSummary:
+    """An experiment with its number of top-level runs and its most recent top-level run."""
+
+    experiment: Experiment
+    run_count: int
+    latest_run: Run | None = None

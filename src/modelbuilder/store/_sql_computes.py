@@ -1,0 +1,163 @@
+"""Compute records on SQL: one name, one compute, whatever its provisioning state."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from ..entities import Compute, ProvisioningState
+from ..errors import ComputeExistsError, ComputeNotFoundError, InvalidParameterError
+from ..names import check_compute_name
+from . import _values as values
+from .base import check_compute_transition
+from .engine import TransactionRunner
+from .schema import computes
+
+
+def compute_exists_error(compute: Compute) -> ComputeExistsError:
+    """The errored-compute rule's error: names the state and its reason, and gives both fixes."""
+    reason = f" ({compute.error})" if compute.error else ""
+    where = f" in workspace '{compute.workspace}'" if compute.workspace else ""
+    option = f" --workspace {compute.workspace}" if compute.workspace else ""
+    return ComputeExistsError(
+        f"Compute '{compute.name}' already exists{where} and is in state {compute.state.value}{reason}.",
+        hint="Create it with another name, or delete it first: "
+        f"modelbuilder compute delete {compute.name}{option}",
+    )
+
+
+def _check_count(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+        raise InvalidParameterError(
+            f"The '{name}' parameter of a compute must be an int >= {minimum}. Got {value!r} instead.",
+            hint=f"Give a whole number of at least {minimum}.",
+        )
+    return int(value)
+
+
+class ComputeTableMixin:
+    """The compute half of SqlAlchemyStore (needs ``_tx``, ``_clock`` and ``workspace``)."""
+
+    _tx: TransactionRunner
+    _clock: Callable[[], float]
+    _where: str
+    workspace: str
+
+    def _find_compute(self, conn: Connection, name: str) -> Compute | None:
+        row = conn.execute(sa.select(computes).where(computes.c.name == name)).first()
+        return None if row is None else values.compute_from_row(row, self.workspace)
+
+    def create_compute(
+        self,
+        name: str,
+        *,
+        size: str,
+        backend: str,
+        state: ProvisioningState = ProvisioningState.CREATING,
+        error: str | None = None,
+        min_nodes: int = 0,
+        max_nodes: int = 1,
+        idle_seconds_before_scaledown: int = 1800,
+        address: str | None = None,
+    ) -> Compute:
+        check_compute_name(name)
+        values.check_text(f"compute '{name}'", "size", size, 64, optional=False)
+        values.check_text(f"compute '{name}'", "backend", backend, 32, optional=False)
+        values.check_text(f"compute '{name}'", "address", address, 500)
+        minimum = _check_count("min_nodes", min_nodes, 0)
+        maximum = _check_count("max_nodes", max_nodes, 1)
+        idle = _check_count("idle_seconds_before_scaledown", idle_seconds_before_scaledown, 0)
+        if minimum > maximum:
+            raise InvalidParameterError(
+                f"The 'min_nodes' of compute '{name}' ({minimum}) must not exceed 'max_nodes' ({maximum}).",
+                hint="Lower min_nodes or raise max_nodes.",
+            )
+        state = ProvisioningState(state)
+
+        def create(conn: Connection) -> Compute:
+            existing = self._find_compute(conn, name)
+            if existing is not None:
+                raise compute_exists_error(existing)
+            now = self._clock()
+            conn.execute(
+                sa.insert(computes).values(
+                    name=name,
+                    size=size,
+                    backend=backend,
+                    state=state.value,
+                    error=error,
+                    min_nodes=minimum,
+                    max_nodes=maximum,
+                    idle_seconds_before_scaledown=idle,
+                    address=address,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            created = self._find_compute(conn, name)
+            assert created is not None
+            return created
+
+        try:
+            return self._tx.write(create)
+        except IntegrityError as exc:  # inserted meanwhile by a writer on a multi-writer server
+            existing = self.find_compute(name)
+            if existing is None:
+                raise
+            raise compute_exists_error(existing) from exc
+
+    def find_compute(self, name: str) -> Compute | None:
+        return self._tx.read(lambda conn: self._find_compute(conn, name))
+
+    def get_compute(self, name: str) -> Compute:
+        found = self.find_compute(name)
+        if found is None:
+            raise self._compute_not_found(name)
+        return found
+
+    def _compute_not_found(self, name: str) -> ComputeNotFoundError:
+        option = f" --workspace {self.workspace}" if self.workspace else ""
+        return ComputeNotFoundError(
+            f"Compute '{name}' not found in {self._where}.",
+            hint=f"List computes with: modelbuilder compute list{option}, or create it with: "
+            f"modelbuilder compute create {name} --size SIZE{option}",
+        )
+
+    def list_computes(self) -> list[Compute]:
+        rows = self._tx.read(lambda conn: conn.execute(sa.select(computes).order_by(computes.c.name)).all())
+        return [values.compute_from_row(row, self.workspace) for row in rows]
+
+    def set_compute_state(self, name: str, state: ProvisioningState, *, error: str | None = None) -> Compute:
+        state = ProvisioningState(state)
+
+        def change(conn: Connection) -> Compute:
+            while True:
+                current = self._find_compute(conn, name)
+                if current is None:
+                    raise self._compute_not_found(name)
+                check_compute_transition(name, current.state, state)
+                result = conn.execute(
+                    sa.update(computes)
+                    .where(computes.c.name == name, computes.c.state == current.state.value)
+                    .values(state=state.value, error=error, updated_at=self._clock())
+                )
+                if result.rowcount == 1:
+                    changed = self._find_compute(conn, name)
+                    assert changed is not None
+                    return changed
+
+        return self._tx.write(change)
+
+    def delete_compute(self, name: str) -> Compute:
+        def delete(conn: Connection) -> Compute:
+            current = self._find_compute(conn, name)
+            if current is None:
+                raise self._compute_not_found(name)
+            conn.execute(sa.delete(computes).where(computes.c.name == name))
+            return current
+
+        return self._tx.write(delete)

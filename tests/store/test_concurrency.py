@@ -1,0 +1,89 @@
+"""8 processes log metrics into ONE SQLite workspace at once: no lock error reaches a caller, none is lost.
+
+The issue asks for 30 seconds; the default run takes ``DEFAULT_SECONDS`` to keep the suite fast. Run the
+full stress with ``MODELBUILDER_STRESS_SECONDS=30 pytest tests/store/test_concurrency.py -s``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from stress_worker import log_for
+
+from modelbuilder.entities import RunStatus
+from modelbuilder.store import SqlAlchemyStore, sqlite_file_url
+
+PROCESSES = 8
+DEFAULT_SECONDS = 8.0
+# Read at import: the autouse fixture of tests/conftest.py removes MODELBUILDER_* variables per test.
+SECONDS = float(os.environ.get("MODELBUILDER_STRESS_SECONDS") or DEFAULT_SECONDS)
+
+
+@pytest.mark.timeout(int(SECONDS) + 180)
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "stress" / "workspace.db"
+    url = sqlite_file_url(path)
+    with SqlAlchemyStore(url, workspace="stress") as store:
+        experiment = store.get_or_create_experiment("stress")
+        shared = store.create_run(experiment.id, status=RunStatus.RUNNING)
+        runs = [
+            store.create_run(experiment.id, parent_run_id=shared.id, status=RunStatus.RUNNING).id
+            for _ in range(PROCESSES)
+        ]
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(PROCESSES + 1)
+    results = context.Queue()
+    workers = [
+        context.Process(target=log_for, args=(url, runs[i], shared.id, i, SECONDS, barrier, results))
+        for i in range(PROCESSES)
+    ]
+    for worker in workers:
+        worker.start()
+    barrier.wait(timeout=120)  # all workers have opened the store: start together
+    started = time.monotonic()
+    reports = []
+    for _ in workers:
+        try:
+            reports.append(results.get(timeout=SECONDS + 120))
+        except queue.Empty:
+            break
+    elapsed = time.monotonic() - started
+    for worker in workers:
+        worker.join(timeout=30)
+        if worker.is_alive():
+            worker.kill()
+    assert len(reports) == PROCESSES, "a worker never reported"
+
+    errors = [error for report in reports for error in report["errors"]]
+    assert errors == []  # no "database is locked" (or anything else) reached a caller
+    assert all(report["logged"] > 0 for report in reports)
+
+    with SqlAlchemyStore(url, workspace="stress") as store:
+        for report in sorted(reports, key=lambda r: r["index"]):
+            history = store.get_metric_history(runs[report["index"]], "acc")
+            assert len(history) == report["logged"]
+            assert [m.step for m in history] == list(range(report["logged"]))
+            assert store.get_latest_metrics(runs[report["index"]])["acc"].step == report["logged"] - 1
+            shared_history = store.get_metric_history(shared.id, f"worker-{report['index']}")
+            assert len(shared_history) == report["shared"]
+        assert store.count_log_lines(shared.id) == sum(report["lines"] for report in reports)
+        assert store.check_integrity() == "ok"
+    with sqlite3.connect(path) as conn:
+        total = conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
+        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    conn.close()
+    expected = sum(report["logged"] + report["shared"] for report in reports)
+    assert total == expected and integrity == "ok"
+    transactions = sum(report["transactions"] for report in reports)
+    per_process = ", ".join(str(r["logged"]) for r in sorted(reports, key=lambda r: r["index"]))
+    print(
+        f"\n{PROCESSES} processes, {elapsed:.1f} s: {total} metrics, {transactions} write transactions "
+        f"({transactions / elapsed:.0f}/s); metrics per process: {per_process}"
+    )
