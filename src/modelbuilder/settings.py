@@ -104,3 +104,8 @@ def get_region(name: str) -> Region:
             '{"' + name + '": {"storage_root": "/path", "ray_address": null}}',
         )
     return found[name]
+
+
+def portal_run_url(workspace: str, run_id: str, base_url: str | None = None) -> str:
+    """The portal page of a run ("Monitor current run"): ``<base>/workspaces/<ws>/runs/<id>``."""
+    return f"{(base_url or portal_base_url()).rstrip('/')}/workspaces/{workspace}/runs/{run_id}"

@@ -99,7 +99,9 @@ class TrainingConfig:
             return self.name
         base = Path(self.data).resolve()
         stem = base.name if base.is_dir() else base.stem
-        cleaned = re.sub(r"[^A-Za-z0-9_]+", "_", stem).strip("_")
+        cleaned = re.sub(r"[^A-Za-z0-9_]+", "_", stem).strip("_")[:60]
+        if cleaned and not cleaned[0].isalpha():
+            cleaned = f"Model_{cleaned}"
         return cleaned or "ImageClassifier"
 
     def to_dict(self) -> dict[str, Any]:

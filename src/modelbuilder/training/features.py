@@ -41,8 +41,9 @@ def cache_key(backbone: str, weights_id: str, spec: PreprocessSpec) -> str:
 class FeatureCache:
     """Per-image feature vectors keyed by the image's sha256."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, dtype: type = np.float32) -> None:
         self.root = root
+        self.dtype = dtype
         self._rows: dict[str, np.ndarray] = {}
         if root.is_dir():
             for chunk in sorted(root.glob("chunk-*.npz")):
@@ -65,11 +66,11 @@ class FeatureCache:
         if not len(hashes):
             return
         buffer = io.BytesIO()
-        np.savez(buffer, hashes=np.asarray(list(hashes)), features=features.astype(np.float32),
+        np.savez(buffer, hashes=np.asarray(list(hashes)), features=features.astype(self.dtype),
                  format_version=np.asarray(CACHE_FORMAT_VERSION))
         atomic_write_bytes(self.root / f"chunk-{int(time.time())}-{uuid.uuid4().hex[:8]}.npz",
                            buffer.getvalue())
-        for h, row in zip(hashes, features, strict=True):
+        for h, row in zip(hashes, features.astype(self.dtype), strict=True):
             self._rows[h] = row
 
 
@@ -88,47 +89,61 @@ def decode_batches(paths: Sequence[Path], spec: PreprocessSpec, batch_size: int,
         yield np.stack([f.result() for f in current])
 
 
-def run_onnx_features(session: object, paths: Sequence[Path], spec: PreprocessSpec, *,
-                      batch_size: int = 16, progress: ProgressFn | None = None,
-                      should_stop: StopFn | None = None) -> np.ndarray:
-    """Run an ONNX feature extractor over images; returns float32 ``[N, D]``."""
-    outputs: list[np.ndarray] = []
+def run_onnx_outputs(session: object, paths: Sequence[Path], spec: PreprocessSpec,
+                     output_names: Sequence[str], *, batch_size: int = 16,
+                     progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                     dtypes: Sequence[type] | None = None) -> list[np.ndarray]:
+    """Run an ONNX model over images (decoded in threads, one batch ahead); one array per output."""
+    outputs: list[list[np.ndarray]] = [[] for _ in output_names]
+    dtypes = dtypes or [np.float32] * len(output_names)
     done = 0
     workers = max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for batch in decode_batches(paths, spec, batch_size, pool):
             if should_stop is not None and should_stop():
                 raise InterruptedError("feature extraction stopped")
-            outputs.append(session.run(["output1"], {"input1": normalize(batch, spec)})[0])  # type: ignore[attr-defined]
+            results = session.run(list(output_names), {"input1": normalize(batch, spec)})  # type: ignore[attr-defined]
+            for store, result, dtype in zip(outputs, results, dtypes, strict=True):
+                store.append(result.astype(dtype))
             done += len(batch)
             if progress is not None:
                 progress(done, len(paths))
-    return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros((0, 0), np.float32)
+    return [np.concatenate(parts) if parts else np.zeros((0,), dtype)
+            for parts, dtype in zip(outputs, dtypes, strict=True)]
 
 
-def extract_features(session: object, paths: Sequence[Path], hashes: Sequence[str], spec: PreprocessSpec,
-                     cache: FeatureCache | None, *, batch_size: int = 16,
-                     progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-                     ) -> tuple[np.ndarray, int]:
-    """Features for every image, from the cache where present. Returns (features, computed_count)."""
-    missing = [i for i, h in enumerate(hashes) if cache is None or cache.get(h) is None]
+def extract_cached(session: object, paths: Sequence[Path], hashes: Sequence[str], spec: PreprocessSpec,
+                   caches: dict[str, FeatureCache], *, batch_size: int = 16,
+                   progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                   ) -> tuple[dict[str, np.ndarray], int]:
+    """Every output in ``caches`` for every image, computing only images missing from a cache.
+
+    Returns ``({output_name: [N, ...] array}, number of images computed)``.
+    """
+    names = list(caches)
+    missing = [i for i, h in enumerate(hashes) if any(caches[n].get(h) is None for n in names)]
     cached_count = len(hashes) - len(missing)
 
     def report(done: int, _total: int) -> None:
         if progress is not None:
             progress(cached_count + done, len(hashes))
 
-    fresh = run_onnx_features(session, [paths[i] for i in missing], spec, batch_size=batch_size,
-                              progress=report, should_stop=should_stop)
-    if cache is not None and len(missing):
-        cache.add([hashes[i] for i in missing], fresh)
-    if progress is not None and not missing:
+    if missing:
+        fresh = run_onnx_outputs(session, [paths[i] for i in missing], spec, names, batch_size=batch_size,
+                                 progress=report, should_stop=should_stop,
+                                 dtypes=[caches[n].dtype for n in names])
+        for name, values in zip(names, fresh, strict=True):
+            caches[name].add([hashes[i] for i in missing], values)
+    elif progress is not None:
         progress(len(hashes), len(hashes))
-    if cache is None:
-        return fresh, len(missing)
-    rows = [cache.get(h) for h in hashes]
-    return np.stack(rows).astype(np.float32), len(missing)  # type: ignore[arg-type]
+    result = {}
+    for name in names:
+        rows = [caches[name].get(h) for h in hashes]
+        result[name] = np.stack(rows) if rows else np.zeros((0,), caches[name].dtype)  # type: ignore[arg-type]
+    return result, len(missing)
 
 
-def feature_cache_for(backbone: str, weights_id: str, spec: PreprocessSpec) -> FeatureCache:
-    return FeatureCache(settings.features_cache_dir() / cache_key(backbone, weights_id, spec))
+def feature_cache_for(backbone: str, weights_id: str, spec: PreprocessSpec, output: str,
+                      dtype: type = np.float32) -> FeatureCache:
+    key = cache_key(f"{backbone}/{output}", weights_id, spec)
+    return FeatureCache(settings.features_cache_dir() / key, dtype)

@@ -25,7 +25,8 @@ PARITY_ATOL = 1e-4
 OPSET = 17
 
 
-def export_onnx(model: nn.Module, size: int, path: Path, metadata: dict[str, Any] | None = None) -> Path:
+def export_onnx(model: nn.Module, size: int, path: Path, metadata: dict[str, Any] | None = None,
+                output_names: tuple[str, ...] = ("output1",)) -> Path:
     """Export ``model`` (eval mode, CPU) to ``path`` atomically with a dynamic batch dimension.
 
     ``metadata`` values are stored as JSON strings in the ONNX ``metadata_props``.
@@ -46,8 +47,8 @@ def export_onnx(model: nn.Module, size: int, path: Path, metadata: dict[str, Any
             # in onnxruntime on CPU than the dynamo exporter's (measured on EfficientNet-Lite0).
             torch.onnx.export(
                 model, (dummy,), buffer,
-                input_names=["input1"], output_names=["output1"],
-                dynamic_axes={"input1": {0: "N"}, "output1": {0: "N"}},
+                input_names=["input1"], output_names=list(output_names),
+                dynamic_axes={"input1": {0: "N"}, **{name: {0: "N"} for name in output_names}},
                 opset_version=OPSET, dynamo=False,
             )
     except Exception as exc:
