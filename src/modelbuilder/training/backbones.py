@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..errors import BackboneNotFoundError
 from ..pipeline.preprocess import PreprocessSpec
@@ -108,7 +108,7 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | None =
     if spec.builder is not None:
         model = spec.builder()
     else:
-        model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
+        model = timm.create_model(spec.timm_name or name, pretrained=False, num_classes=0)
     if pretrained and spec.needs_weights:
         load_backbone_weights(model, spec, weights)
     return model
@@ -186,23 +186,23 @@ def split_backbone(name: str, model: nn.Module, input_size: int) -> tuple[nn.Mod
     """
     import torch.nn as nn
 
+    def part(attribute: str) -> nn.Module:
+        return cast("nn.Module", getattr(model, attribute))
+
     if name == "efficientnet_lite0":
         # blocks[:4] -> stride 16, blocks[:6] -> stride 32 (blocks[4] keeps stride 16).
         cut = 4 if input_size <= 160 else 6
         stride = 16 if cut == 4 else 32
-        blocks = list(model.blocks.children())  # type: ignore[union-attr]
-        stem = nn.Sequential(model.conv_stem, model.bn1, *blocks[:cut])  # type: ignore[union-attr]
-        tail = nn.Sequential(*blocks[cut:], model.conv_head, model.bn2,  # type: ignore[union-attr]
-                             nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        blocks = list(part("blocks").children())
+        stem = nn.Sequential(part("conv_stem"), part("bn1"), *blocks[:cut])
+        tail = nn.Sequential(*blocks[cut:], part("conv_head"), part("bn2"), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten())
         return stem, tail, stride
     if name == "resnet50":
-        deep = input_size > 160
-        stem_layers = [model.conv1, model.bn1, model.act1, model.maxpool, model.layer1,  # type: ignore[union-attr]
-                       model.layer2, model.layer3]  # type: ignore[union-attr]
-        tail_layers = [model.layer4]  # type: ignore[union-attr]
-        stem = nn.Sequential(*stem_layers)
-        tail = nn.Sequential(*tail_layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        return stem, tail, 16 if not deep else 16
+        stem = nn.Sequential(*(part(a) for a in ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2",
+                                                 "layer3")))
+        tail = nn.Sequential(part("layer4"), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        return stem, tail, 16
     if name == "test_tiny":
         layers = list(model.children())
         return nn.Sequential(*layers[:3]), nn.Sequential(*layers[3:]), 2

@@ -161,6 +161,6 @@ def fit_classifier(
             reporter.log(f"{trial}: stopping early, no better validation accuracy in {patience} epochs")
             break
     model.load_state_dict(best_state)
-    model.to("cpu", memory_format=torch.contiguous_format)
+    model.to(memory_format=torch.contiguous_format).to("cpu")
     return LoopResult({k: v.cpu() for k, v in best_state.items()}, best_acc, best_probs, epochs,
                       time.monotonic() - start, canceled, stopped_early)

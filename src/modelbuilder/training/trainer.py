@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from .weights import find_weights
 
 logger = logging.getLogger(__name__)
 
-MIN_TRIAL_SECONDS = 4.0
+MIN_TRIAL_SECONDS = 3.0
 
 
 class _Clock:
@@ -54,7 +54,7 @@ class _Clock:
 
     def left(self) -> float:
         # Keep a small reserve inside the budget for the final export and code generation.
-        reserve = max(3.0, 0.04 * self.budget)
+        reserve = min(max(1.0, 0.04 * self.budget), 20.0)
         return self.budget - reserve - self.elapsed()
 
 
@@ -257,8 +257,10 @@ def _run_trials(config: TrainingConfig, reporter: Reporter, plan: Plan, labels: 
                                           reporter, config.seed))
     if reporter.should_stop():
         return True
-    init_head = linear.model[1] if linear is not None else _head_from_checkpoint(
-        feats[:n], feats[n:], y_train, y_val, len(labels), config.seed)
+    if linear is not None:
+        init_head = cast(nn.Linear, linear.model[1])  # type: ignore[index]
+    else:  # resumed after the linear trial: refit the (seconds-cheap) head from the cached features
+        init_head = _head_from_checkpoint(feats[:n], feats[n:], y_train, y_val, len(labels), config.seed)
     remaining = clock.left()
     partial_budget = remaining * (plan.partial_share if plan.scratch_pool and "scratch_cnn" in allowed
                                   and not checkpoints.done("scratch_cnn") else 1.0)

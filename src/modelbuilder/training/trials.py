@@ -41,6 +41,9 @@ class TrialOutcome:
 class Standardize(nn.Module):
     """(x - mean) / std as a module, so the exported graph carries the feature scaling."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean)

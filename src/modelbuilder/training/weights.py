@@ -83,7 +83,7 @@ def _download(spec: BackboneSpec) -> Path:
     import torch
 
     try:
-        model = timm.create_model(spec.timm_name, pretrained=True, num_classes=0,
+        model = timm.create_model(spec.timm_name or spec.name, pretrained=True, num_classes=0,
                                   pretrained_cfg_overlay={"hf_hub_id": spec.download})
     except Exception as exc:  # network errors come in many types; all mean "not downloadable now"
         raise _missing_weights_error(spec, f"download failed: {type(exc).__name__}: {exc}") from exc
