@@ -102,10 +102,10 @@ def test_cancel_keeps_the_best_model_so_far(data: Path, tmp_path: Path) -> None:
 
 def test_resume_skips_finished_trials(data: Path, tmp_path: Path) -> None:
     checkpoints = tmp_path / "ckpt"
-    first = run_training(config(data), StopAfter(1), tmp_path / "out1", checkpoint_dir=checkpoints)
+    first = run_training(config(data, 20), StopAfter(1), tmp_path / "out1", checkpoint_dir=checkpoints)
     assert first.canceled
     reporter = RecordingReporter()
-    second = run_training(config(data, 10), reporter, tmp_path / "out2", checkpoint_dir=checkpoints)
+    second = run_training(config(data, 20), reporter, tmp_path / "out2", checkpoint_dir=checkpoints)
     assert not second.canceled
     started = [t for t, _ in reporter.of_kind("trial_started")]
     assert "linear" not in started and "partial_finetune" in started

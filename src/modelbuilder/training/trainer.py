@@ -41,6 +41,7 @@ from .weights import find_weights
 logger = logging.getLogger(__name__)
 
 MIN_TRIAL_SECONDS = 3.0
+MIN_SCRATCH_SECONDS = 15.0  # a from-scratch CNN needs a few epochs to beat the pretrained trials
 
 
 class _Clock:
@@ -48,13 +49,15 @@ class _Clock:
         self.start = time.monotonic()
         self.budget = budget
         self.used_before = used_before
+        self.save_seconds = 0.0  # the slowest trial export + parity check seen so far
 
     def elapsed(self) -> float:
         return self.used_before + time.monotonic() - self.start
 
-    def left(self) -> float:
-        # Keep a small reserve inside the budget for the final export and code generation.
-        reserve = min(max(1.0, 0.04 * self.budget), 20.0)
+    def left(self, saves_to_come: int = 1) -> float:
+        """Seconds a trial may still train, keeping what its own export, an ensemble export and the
+        final outputs will take (measured on this machine's earlier exports) inside the budget."""
+        reserve = min(max(1.0, 0.03 * self.budget), 20.0) + (saves_to_come + 2) * self.save_seconds
         return self.budget - reserve - self.elapsed()
 
 
@@ -108,6 +111,7 @@ def _save_trial(outcome: TrialOutcome, labels: list[str], val_items: list[ImageI
     """Export the trial's model, prove ONNX parity on real validation images, and checkpoint it."""
     from ..pipeline.onnx_metadata import onnx_metadata_props
 
+    started = time.monotonic()
     onnx_file = f"{outcome.name}.onnx"
     path = checkpoints.root / onnx_file
     export_onnx(outcome.model, outcome.preprocessing.crop_size, path,
@@ -118,6 +122,7 @@ def _save_trial(outcome: TrialOutcome, labels: list[str], val_items: list[ImageI
                              outcome.seconds, outcome.preprocessing.to_dict(), outcome.params, onnx_file,
                              f"{outcome.name}.probs.npy", outcome.canceled)
     checkpoints.add(finished, outcome.val_probabilities, clock.elapsed())
+    clock.save_seconds = max(clock.save_seconds, time.monotonic() - started)
     return finished
 
 
@@ -261,9 +266,11 @@ def _run_trials(config: TrainingConfig, reporter: Reporter, plan: Plan, labels: 
         init_head = cast(nn.Linear, linear.model[1])  # type: ignore[index]
     else:  # resumed after the linear trial: refit the (seconds-cheap) head from the cached features
         init_head = _head_from_checkpoint(feats[:n], feats[n:], y_train, y_val, len(labels), config.seed)
-    remaining = clock.left()
-    partial_budget = remaining * (plan.partial_share if plan.scratch_pool and "scratch_cnn" in allowed
-                                  and not checkpoints.done("scratch_cnn") else 1.0)
+    remaining = clock.left(saves_to_come=2)
+    scratch_minimum = MIN_TRIAL_SECONDS if plan.backbone == "test_tiny" else MIN_SCRATCH_SECONDS
+    scratch_planned = (plan.scratch_pool and "scratch_cnn" in allowed and not checkpoints.done("scratch_cnn")
+                       and remaining * (1 - plan.partial_share) >= scratch_minimum)
+    partial_budget = remaining * (plan.partial_share if scratch_planned else 1.0)
     if partial_budget >= MIN_TRIAL_SECONDS:
         run("partial_finetune", {"backbone": plan.backbone, "image_size": plan.feature_size,
                                  "budget_s": round(partial_budget, 1)},
@@ -274,7 +281,7 @@ def _run_trials(config: TrainingConfig, reporter: Reporter, plan: Plan, labels: 
         return True
     arrays.pop("stem")  # the largest array; the scratch trial does not need it
     remaining = clock.left()
-    if plan.scratch_pool and remaining >= MIN_TRIAL_SECONDS:
+    if plan.scratch_pool and remaining >= scratch_minimum:
         small = arrays["small"]
         run("scratch_cnn", {"image_size": plan.feature_size, "pool": plan.scratch_pool,
                             "budget_s": round(remaining, 1)},

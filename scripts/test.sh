@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Python packages, Debian's chromium), then runs ruff, mypy and pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --with-browser
+
+echo "==> ruff"
+.venv/bin/ruff check src tests benchmarks
+echo "==> mypy"
+.venv/bin/mypy
+echo "==> pytest"
+.venv/bin/python -m pytest -q "$@"
