@@ -1,0 +1,138 @@
+"""``create_app``: the portal's FastAPI application over the workspaces of this machine.
+
+The app serves every workspace in the catalog (run addresses carry the workspace name, so a portal started
+for one workspace also opens the "Monitor current run" links of another); ``workspace_name`` is the one it
+was started for. Middleware, outermost first: Host check, body size limit, security headers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from ..names import check_workspace_name
+from ..settings import DEFAULT_PORTAL_PORT
+from ..store import Catalog
+from .context import PortalState
+from .errors import install_error_handlers
+from .results import MAX_UPLOAD_BYTES
+from .routers import catalog as catalog_routes
+from .routers import pages, results, runs
+from .security import BodyLimitMiddleware, HostCheckMiddleware, HostPolicy, SecurityHeadersMiddleware
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: Room for the multipart envelope around a maximal upload.
+_MULTIPART_SLACK = 64 * 1024
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def _percent(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def _number(value: object, digits: int = 4) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "–" if value is None else str(value)
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def _time(value: datetime | None) -> str:
+    return "–" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _size(value: int) -> str:
+    size = float(value)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value} B"  # pragma: no cover
+
+
+def make_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(PACKAGE_DIR / "templates"))
+    templates.env.filters.update(
+        duration=_duration, percent=_percent, number=_number, utc=_time, filesize=_size
+    )
+    return templates
+
+
+def create_app(
+    workspace_name: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORTAL_PORT,
+    extra_hosts: Iterable[str] = (),
+    catalog: Catalog | None = None,
+) -> FastAPI:
+    """The portal app for ``workspace_name`` as served on ``host``:``port``.
+
+    ``host`` and ``port`` are those the server binds: requests whose Host header names anything else
+    are refused, and state-changing requests must come from that origin.
+
+    Args:
+        workspace_name: the workspace the portal starts on (it need not exist yet).
+        host: the bound address (127.0.0.1 by default).
+        port: the bound port.
+        extra_hosts: more Host names to accept (a reverse proxy's name).
+        catalog: the machine's catalog (default: the one under MODELBUILDER_HOME).
+
+    Raises:
+        InvalidNameError: the workspace name breaks the workspace name rule.
+    """
+    check_workspace_name(workspace_name)
+    policy = HostPolicy(host, port, extra_hosts)
+    state = PortalState(workspace_name, policy, catalog)
+    if state.catalog.find_workspace(workspace_name) is None:
+        logger.warning("Workspace %s does not exist yet; the portal shows it once it does", workspace_name)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.close()
+
+    app = FastAPI(
+        title="modelbuilder portal",
+        description="Monitor runs, review models and download their outputs. Every page's data is "
+        "available here as JSON.",
+        version="1",
+        docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN; /api-docs is served locally
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.portal = state
+    app.state.templates = make_templates()
+    install_error_handlers(app, app.state.templates)
+    app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")
+    for module in (catalog_routes.router, runs.router, results.router, pages.router):
+        app.include_router(module)
+    # add_middleware wraps: the last added runs first.
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=MAX_UPLOAD_BYTES + _MULTIPART_SLACK,
+        describe_limit=f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB per image",
+    )
+    app.add_middleware(HostCheckMiddleware, policy=policy)
+    return app

@@ -1,0 +1,223 @@
+"""What one portal server holds: the catalog, one store per workspace, caches, its host policy and token.
+
+Stores are opened on first use and kept for the server's life (SQLAlchemy pools are thread-safe; FastAPI
+runs our endpoints in a thread pool). Everything expensive to rebuild (parsed evaluations, prediction
+engines, thumbnails) is cached with the file's mtime and size in the key, so a rewritten file is read
+again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from fastapi import Request
+
+from ..artifacts import LocalArtifactStore
+from ..entities import Run, Workspace
+from ..errors import ArtifactNotFoundError, InvalidParameterError, ModelBuilderError
+from ..store import Catalog, MetadataStore, open_workspace_store
+from .security import HostPolicy, new_csrf_token
+
+logger = logging.getLogger(__name__)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+EVALUATION_NAME = "evaluation.json"
+MODEL_BUNDLE_NAME = "MLModel.zip"
+
+
+class LruCache(Generic[K, V]):
+    """A small thread-safe LRU cache bounded by entry count and by total size (``weigh``)."""
+
+    def __init__(
+        self, max_entries: int, max_weight: int | None = None, weigh: Callable[[V], int] | None = None
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_weight = max_weight
+        self._weigh = weigh
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._weight = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            if key in self._items:
+                self._weight -= self._weight_of(self._items.pop(key))
+            self._items[key] = value
+            self._weight += self._weight_of(value)
+            while self._items and (
+                len(self._items) > self.max_entries
+                or (self.max_weight is not None and self._weight > self.max_weight)
+            ):
+                _, dropped = self._items.popitem(last=False)
+                self._weight -= self._weight_of(dropped)
+
+    def _weight_of(self, value: V) -> int:
+        if self.max_weight is None:
+            return 0
+        return self._weigh(value) if self._weigh is not None else len(value)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def file_key(path: Path) -> tuple[str, int, int]:
+    """Identity of a file's current content: path, mtime (ns) and size."""
+    stat = path.stat()
+    return (str(path), stat.st_mtime_ns, stat.st_size)
+
+
+class PortalState:
+    """The server-wide state of one portal app.
+
+    Args:
+        workspace: the workspace the portal was started for (the home page starts there).
+        policy: which Host headers and origins name this portal.
+        catalog: the machine's catalog (default: the one under MODELBUILDER_HOME).
+    """
+
+    def __init__(self, workspace: str, policy: HostPolicy, catalog: Catalog | None = None) -> None:
+        self.default_workspace = workspace
+        self.policy = policy
+        self.csrf_token = new_csrf_token()
+        self.catalog = catalog if catalog is not None else Catalog()
+        self._owns_catalog = catalog is None
+        self._stores: dict[str, MetadataStore] = {}
+        self._lock = threading.Lock()
+        self.evaluations: LruCache[tuple[str, int, int], dict[str, Any]] = LruCache(16)
+        self.engines: LruCache[tuple[str, int, int], Any] = LruCache(3)
+        self.thumbnails: LruCache[tuple[Any, ...], bytes] = LruCache(4096, 64 << 20, len)
+        self._engine_lock = threading.Lock()
+
+    # --- workspaces -------------------------------------------------------------------------------
+
+    def workspace(self, name: str) -> Workspace:
+        """The catalog entry of a workspace.
+
+        Raises:
+            WorkspaceNotFoundError: none has this name.
+        """
+        return self.catalog.get_workspace(name)
+
+    def store(self, name: str) -> MetadataStore:
+        """The metadata store of a workspace, opened once.
+
+        Raises:
+            WorkspaceNotFoundError: none has this name.
+        """
+        workspace = self.workspace(name)
+        key = workspace.name.lower()
+        with self._lock:
+            opened = self._stores.get(key)
+            if opened is None:
+                opened = open_workspace_store(workspace)
+                self._stores[key] = opened
+            return opened
+
+    def artifacts(self, name: str) -> LocalArtifactStore:
+        """The artifact store of a workspace.
+
+        Raises:
+            WorkspaceNotFoundError: none has this name.
+        """
+        return LocalArtifactStore(self.workspace(name).artifact_root)
+
+    def run(self, workspace: str, run_id: str) -> Run:
+        """A run of a workspace by id or unique id prefix.
+
+        Raises:
+            WorkspaceNotFoundError, RunNotFoundError: no such workspace or run.
+        """
+        return self.store(workspace).get_run(run_id)
+
+    # --- cached files -----------------------------------------------------------------------------
+
+    def artifact_path(self, workspace: str, run_id: str, name: str) -> Path | None:
+        """The real path of a run's artifact, or None when the run has no such (safe) file."""
+        try:
+            return self.artifacts(workspace).resolve(run_id, name)
+        except (ArtifactNotFoundError, InvalidParameterError):
+            return None
+
+    def evaluation(self, workspace: str, run_id: str) -> dict[str, Any] | None:
+        """The run's parsed evaluation.json, or None when it has none.
+
+        Raises:
+            ArtifactNotFoundError: the file exists but is not valid JSON.
+        """
+        path = self.artifact_path(workspace, run_id, EVALUATION_NAME)
+        if path is None:
+            return None
+        key = file_key(path)
+        cached = self.evaluations.get(key)
+        if cached is not None:
+            return cached
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactNotFoundError(
+                f"The evaluation.json of run '{run_id}' cannot be read: {exc}.",
+                hint="The run may still be writing it; reload in a moment.",
+            ) from exc
+        if not isinstance(data, dict):
+            raise ArtifactNotFoundError(
+                f"The evaluation.json of run '{run_id}' is not a JSON object.",
+                hint="It was not written by modelbuilder's trainer.",
+            )
+        self.evaluations.put(key, data)
+        return data
+
+    def engine(self, workspace: str, run_id: str) -> Any:
+        """The run's MLModel.zip loaded as a PredictionEngine (onnxruntime), cached.
+
+        Raises:
+            ArtifactNotFoundError: the run has no MLModel.zip (yet).
+            BundleError: the bundle is corrupt.
+        """
+        path = self.artifact_path(workspace, run_id, MODEL_BUNDLE_NAME)
+        if path is None:
+            raise ArtifactNotFoundError(
+                f"Run '{run_id}' has no {MODEL_BUNDLE_NAME} to try.",
+                hint="Wait until the run completes; a run that failed before exporting has no model.",
+            )
+        key = file_key(path)
+        with self._engine_lock:
+            engine = self.engines.get(key)
+            if engine is None:
+                from ..pipeline import load_model
+
+                engine = load_model(path, threads=2)
+                self.engines.put(key, engine)
+            return engine
+
+    def close(self) -> None:
+        with self._lock:
+            stores = list(self._stores.values())
+            self._stores.clear()
+        for opened in stores:
+            try:
+                opened.close()
+            except ModelBuilderError:  # pragma: no cover - closing never matters enough to fail
+                logger.debug("Closing a store failed", exc_info=True)
+        if self._owns_catalog:
+            self.catalog.close()
+
+
+def get_state(request: Request) -> PortalState:
+    """FastAPI dependency: the PortalState of the app serving ``request``."""
+    state: PortalState = request.app.state.portal
+    return state

@@ -1,0 +1,69 @@
+"""``serve``: run the portal with uvicorn (127.0.0.1 by default; another host only with a warning)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+
+from ..errors import InvalidStateError, require
+from ..settings import DEFAULT_PORTAL_PORT
+from .security import is_loopback
+
+logger = logging.getLogger(__name__)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise a clear error when ``host:port`` cannot be bound (uvicorn would only log and exit).
+
+    Raises:
+        InvalidStateError: the port is taken, or the address is not on this machine.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InvalidStateError(
+                    f"Port {port} on {host} is already in use, so the portal cannot start there.",
+                    hint=f"Open the portal that may already run at http://{host}:{port}/, or start this "
+                    f"one on another port: modelbuilder portal --port {port + 1}",
+                ) from exc
+            raise InvalidStateError(
+                f"The portal cannot listen on {host}:{port}: {exc.strerror}.",
+                hint="Use --host 127.0.0.1 (the default) or an address of this machine.",
+            ) from exc
+
+
+def serve(workspace_name: str, host: str = "127.0.0.1", port: int = DEFAULT_PORTAL_PORT) -> None:
+    """Serve the portal for ``workspace_name`` until interrupted (Ctrl-C); prints its URL first.
+
+    Raises:
+        MissingDependencyError: the [portal] extra is not installed.
+        InvalidNameError: the workspace name breaks the naming rule.
+        InvalidStateError: the port is taken.
+    """
+    require("fastapi", "portal")
+    require("uvicorn", "portal")
+    require("jinja2", "portal")
+    require("python_multipart", "portal")
+    import uvicorn
+
+    from .app import create_app
+
+    if not is_loopback(host):
+        message = (
+            f"Warning: the portal listens on {host}, so other machines can reach it. It has no login: "
+            "anyone who can reach this address can read your runs and download your models."
+        )
+        logger.warning(message)
+        print(message, file=sys.stderr)
+    check_port_free(host, port)
+    app = create_app(workspace_name, host=host, port=port)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"Portal of workspace {workspace_name}: http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.Server(config).run()
