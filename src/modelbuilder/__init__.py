@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "Workspace": "modelbuilder.workspace",
     "Experiment": "modelbuilder.workspace",
     "Run": "modelbuilder.workspace",
+    "TrainingRunResult": "modelbuilder.workspace",
     "train": "modelbuilder.workspace",
     "RunStatus": "modelbuilder.entities",
     "ProvisioningState": "modelbuilder.entities",
@@ -55,11 +56,16 @@ _EXPORTS: dict[str, str] = {
     "ComputeError": "modelbuilder.errors",
     "OfflineModeError": "modelbuilder.errors",
     "WorkspaceError": "modelbuilder.errors",
+    "WorkspaceNotFoundError": "modelbuilder.errors",
+    "ExperimentNotFoundError": "modelbuilder.errors",
+    "RunNotFoundError": "modelbuilder.errors",
+    "ComputeNotFoundError": "modelbuilder.errors",
+    "ResourceGroupNotFoundError": "modelbuilder.errors",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the re-exported names, for type checkers and IDEs
     from .compute.sizes import list_sizes
     from .entities import ComputeSize, ProvisioningState, RunStatus
     from .errors import (
@@ -67,7 +73,9 @@ if TYPE_CHECKING:
         BundleError,
         ComputeError,
         ComputeExistsError,
+        ComputeNotFoundError,
         DatasetError,
+        ExperimentNotFoundError,
         ExportError,
         ImageError,
         InvalidNameError,
@@ -76,15 +84,18 @@ if TYPE_CHECKING:
         ModelBuilderError,
         NotFoundError,
         OfflineModeError,
+        ResourceGroupNotFoundError,
+        RunNotFoundError,
         TrainingError,
         WeightsError,
         WorkspaceError,
+        WorkspaceNotFoundError,
     )
     from .pipeline import ModelOutput, PredictionEngine, load_model
     from .pipeline.preprocess import PreprocessSpec
     from .training.backbones import create_backbone, get_backbone_spec, list_backbones
     from .training.config import TrainingConfig, TrainingResult, parse_duration
-    from .workspace import Experiment, Run, Workspace, train
+    from .workspace import Experiment, Run, TrainingRunResult, Workspace, train
 
 
 def __getattr__(name: str) -> Any:

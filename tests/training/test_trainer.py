@@ -13,7 +13,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from factories import make_image_folder  # noqa: E402
-
 from modelbuilder.errors import DatasetError  # noqa: E402
 from modelbuilder.pipeline import load_model  # noqa: E402
 from modelbuilder.pipeline.bundle import verify_bundle  # noqa: E402

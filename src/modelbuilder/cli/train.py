@@ -1,0 +1,173 @@
+"""``modelbuilder train``: a training run in a workspace, followed in the terminal, with the summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import settings
+from ..entities import Run, RunStatus
+from ..errors import InvalidParameterError, TrainingError
+from ..services import runs as run_service
+from ..services.training_run import Submission, config_of_run, resume_training, submit_training
+from ..services.workspaces import WorkspaceSession
+from ..training.config import TrainingConfig, TrainingResult, parse_duration
+from ._common import EXIT_ERROR, EXIT_INTERRUPTED, WorkspaceOption, message, workspace_session
+from .monitor import watch_run
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_portal(workspace: str) -> str | None:
+    """The base URL of a portal serving ``workspace`` (started in the background if needed), or None."""
+    try:
+        from ..portal.launcher import ensure_portal as launch
+    except ImportError:
+        return None
+    try:
+        return launch(workspace)
+    except Exception as exc:  # the portal is a convenience: never fail training because of it
+        logger.warning("The portal could not be started: %s", exc)
+        return None
+
+
+def _config(
+    data: Path, time: str, architecture: str, weights: Path | None, validation_data: Path | None,
+    validation_fraction: float, on_bad_image: str, name: str | None, seed: int, max_trials: int | None,
+) -> TrainingConfig:
+    return TrainingConfig(
+        data=str(data),
+        time_budget=parse_duration(time),
+        architecture=architecture,
+        weights=None if weights is None else str(weights),
+        validation_data=None if validation_data is None else str(validation_data),
+        validation_fraction=validation_fraction,
+        on_bad_image=on_bad_image,
+        name=name,
+        seed=seed,
+        max_trials=max_trials,
+    )
+
+
+def _resume(session: WorkspaceSession, run_id: str, data: Path | None, time: str | None) -> Submission:
+    old = session.store.get_run(run_id)
+    trained_on = config_of_run(old).data
+    if data is not None and Path(trained_on) != data.expanduser().resolve():
+        raise InvalidParameterError(
+            f"Run '{old.id}' trained on {trained_on!r}; --resume cannot switch it to {str(data)!r}.",
+            hint=f"Leave DATA out to resume on the same data: modelbuilder train --resume {old.id[:12]}",
+        )
+    return resume_training(session, old.id, time_budget=None if time is None else parse_duration(time))
+
+
+def train(
+    data: Annotated[
+        Path | None,
+        typer.Argument(help="A folder with one sub-folder per label, or a CSV/TSV with ImagePath,Label."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also copy the outputs here.")] = None,
+    time: Annotated[str | None, typer.Option("--time", "-t", help="Training budget: 90s, 5m, 1h.")] = None,
+    architecture: Annotated[str, typer.Option(help="A backbone, or auto.")] = "auto",
+    weights: Annotated[Path | None, typer.Option(help="A weights file for the backbone.")] = None,
+    validation_data: Annotated[Path | None, typer.Option(help="Labelled validation images.")] = None,
+    validation_fraction: Annotated[float, typer.Option(help="Held out per label.")] = 0.2,
+    on_bad_image: Annotated[str, typer.Option(help="skip (report and skip) or fail.")] = "skip",
+    name: Annotated[str | None, typer.Option(help="Name of the generated code projects.")] = None,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    max_trials: Annotated[int | None, typer.Option(min=1, help="At most this many trials.")] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", "-e", help="Default: the data folder's name.")
+    ] = None,
+    compute: Annotated[str, typer.Option("--compute", "-c", help="The compute to train on.")] = "local",
+    resume: Annotated[
+        str | None, typer.Option(help="Continue a Failed or Canceled run from its last checkpoint.")
+    ] = None,
+    no_portal: Annotated[bool, typer.Option("--no-portal", help="Do not start the portal.")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Train an image classifier as a run in a workspace, and show its progress and summary."""
+    with workspace_session(workspace) as session:
+        if resume is not None:
+            submission = _resume(session, resume, data, time)
+        elif data is None:
+            raise InvalidParameterError(
+                "modelbuilder train needs the training data (or --resume RUN_ID).",
+                hint="For example: modelbuilder train ./images --time 5m",
+            )
+        else:
+            config = _config(
+                data, time or "5m", architecture, weights, validation_data, validation_fraction,
+                on_bad_image, name, seed, max_trials,
+            )
+            submission = submit_training(session, config, experiment=experiment, compute=compute)
+        run = submission.run
+        resumed = f", resuming {run.params['resumed_from']}" if "resumed_from" in run.params else ""
+        message(
+            f"Run {run.id} of experiment '{run.experiment}' on compute '{run.compute}' in workspace "
+            f"'{session.name}'{resumed}."
+        )
+        base = None if no_portal else ensure_portal(session.name)
+        sys.stdout.write(f"Monitor current run: {settings.portal_run_url(session.name, run.id, base)}\n")
+        sys.stdout.flush()
+        if base is None and not no_portal:
+            message(f"Start the portal to open it: modelbuilder portal --workspace {session.name}")
+        final, presses = watch_run(session, run.id, submission.worker)
+        _finish(session, final, output, presses)
+
+
+def _finish(session: WorkspaceSession, run: Run, output: Path | None, presses: int) -> None:
+    copied: Path | None = None
+    if run.status in (RunStatus.COMPLETED, RunStatus.CANCELED) and output is not None:
+        if session.store.list_artifacts(run.id):
+            run_service.download_outputs(session, run.id, output)
+            copied = output.resolve()
+    result = run_service.load_result(session, run.id, copied or session.artifacts.run_dir(run.id))
+    if run.status is RunStatus.FAILED:
+        text, _, hint = (run.error or "unknown error").partition("\nHint: ")
+        raise TrainingError(
+            f"Run {run.id} failed: {text}",
+            hint=hint or f"See its log: modelbuilder run logs {run.id[:12]} --workspace {session.name}",
+        )
+    _print_summary(session, run, result, copied)
+    if run.status is RunStatus.CANCELED:
+        raise typer.Exit(EXIT_INTERRUPTED if presses else EXIT_ERROR)
+
+
+def _print_summary(
+    session: WorkspaceSession, run: Run, result: TrainingResult | None, copied: Path | None
+) -> None:
+    out = sys.stdout
+    status = "Completed"
+    if run.status is RunStatus.CANCELED:
+        status = "Canceled (partial result: the best model so far)"
+    out.write(f"\nRun {run.id}: {status}\n")
+    if result is None:
+        out.write("  No model was produced.\n")
+        return
+    skipped = result.skipped_images
+    seconds = (
+        run.ended_at.timestamp() - run.started_at.timestamp()
+        if run.ended_at and run.started_at
+        else result.seconds
+    )
+    rows = [
+        ("Best validation accuracy", f"{result.accuracy:.4f}"),
+        ("Macro accuracy", f"{result.macro_accuracy:.4f}"),
+        ("Algorithm", result.algorithm),
+        ("Trials", str(len(result.trials))),
+        ("Time", f"{seconds:.1f} s (training {result.seconds:.1f} s)"),
+        ("Skipped images", f"{len(skipped)}" + (" (listed in evaluation.json)" if skipped else "")),
+        ("Outputs (workspace)", str(session.artifacts.run_dir(run.id))),
+    ]
+    if copied is not None:
+        rows.append(("Outputs", str(copied)))
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        out.write(f"  {label.ljust(width)}  {value}\n")
+    if copied is None:
+        out.write(f"  Copy them out with: modelbuilder run download {run.id[:12]} --output DIR\n")
+    out.flush()

@@ -1,0 +1,265 @@
+"""The training worker: ``python -m modelbuilder.compute.worker JOB.json``.
+
+It opens the workspace store itself, moves the run ``Queued -> Preparing -> Running``, calls the trainer
+with a ``StoreReporter``, then records the outputs, the result and the run log as artifacts, verifies them
+against their records, and only then ends the run ``Completed`` (or ``Canceled`` when a cancel was
+requested: the best model so far is kept as a partial result). Whatever goes wrong ends the run ``Failed``
+with the reason: a ``ModelBuilderError`` with its message and hint, anything else with its type and
+message (the traceback goes to the run log). A worker that is killed outright cannot do that; the
+parent's supervisor or the stale-run reaper (``services.runs.reap_stale_runs``) marks its run lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ..artifacts import open_artifact_store
+from ..artifacts.local import ArtifactStore
+from ..entities import RunStatus
+from ..errors import InvalidParameterError, InvalidStateError, ModelBuilderError
+from ..store import open_store
+from ..store.base import MetadataStore
+from ..training.config import TrainingConfig, TrainingResult
+from .job import TrainingJob
+from .outputs import LOG_NAME, RESULT_NAME, OutputRecorder, result_to_dict
+from .store_reporter import HEARTBEAT_INTERVAL_S, StoreReporter, end_run
+
+logger = logging.getLogger(__name__)
+
+Trainer = Callable[..., TrainingResult]
+
+
+def load_target(target: str) -> Trainer:
+    """The trainer function named ``module:function``.
+
+    Raises:
+        InvalidParameterError: the name is malformed or does not lead to a callable.
+    """
+    module_name, _, function_name = target.partition(":")
+    if not module_name or not function_name:
+        raise InvalidParameterError(
+            f"The training target must be 'module:function'. Got {target!r} instead.",
+            hint="For example: modelbuilder.training.trainer:run_training",
+        )
+    module = importlib.import_module(module_name)
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise InvalidParameterError(
+            f"The training target {target!r} is not a function of module '{module_name}'.",
+            hint="Check the module and function name.",
+        )
+    return function  # type: ignore[no-any-return]
+
+
+def format_error(exc: BaseException) -> str:
+    """The error a failed run records: message and hint for our errors, type and message otherwise."""
+    if isinstance(exc, ModelBuilderError):
+        return f"{exc.message}\nHint: {exc.hint}" if exc.hint else exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _RunLogHandler(logging.Handler):
+    """Forwards modelbuilder's own log records (INFO and up) into the run log."""
+
+    def __init__(self, reporter: StoreReporter) -> None:
+        super().__init__(logging.INFO)
+        self.reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(("modelbuilder.store", "modelbuilder.compute")):
+            return  # our own plumbing: it goes to worker.out only
+        with contextlib.suppress(Exception):
+            self.reporter.log(f"{record.levelname.lower()}: {record.getMessage()}")
+
+
+class Worker:
+    """Executes one training job against its workspace."""
+
+    #: Seconds between heartbeats (a cancel request is seen at the next one).
+    heartbeat_interval = HEARTBEAT_INTERVAL_S
+
+    def __init__(self, job: TrainingJob, store: MetadataStore, artifacts: ArtifactStore) -> None:
+        self.job = job
+        self.store = store
+        self.artifacts = artifacts
+        self.recorder = OutputRecorder(store, artifacts, job.run_id, Path(job.state_dir) / "zips")
+        self.reporter: StoreReporter | None = None
+
+    def run(self) -> int:
+        """Run the job; the worker's exit code (0: Completed or Canceled, 1: Failed or not run)."""
+        job = self.job
+        try:
+            run = self.store.set_run_status(job.run_id, RunStatus.PREPARING, phase="starting the worker")
+        except InvalidStateError:
+            current = self.store.get_run(job.run_id)
+            if current.status is RunStatus.CANCEL_REQUESTED:
+                self.store.set_run_status(job.run_id, RunStatus.CANCELED)
+                return 0
+            logger.warning("Run %s is %s; nothing to do", job.run_id, current.status.value)
+            return 1
+        reporter = self.reporter = StoreReporter(
+            self.store,
+            run,
+            log_path=job.log_path,
+            on_artifact=self._record_quietly,
+            heartbeat_interval=self.heartbeat_interval,
+        ).start()
+        handler = _RunLogHandler(reporter)
+        logging.getLogger("modelbuilder").addHandler(handler)
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        started = time.monotonic()
+        try:
+            reporter.log(f"Run {job.run_id} started on compute '{job.compute}' (worker pid {os.getpid()}).")
+            trainer = load_target(job.target)
+            config = TrainingConfig.from_dict(job.config)
+            with contextlib.suppress(InvalidStateError):  # a cancel may have arrived meanwhile
+                self.store.set_run_status(job.run_id, RunStatus.RUNNING, phase="training")
+            work_dir = job.work_dir
+            work_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint_dir = Path(job.checkpoint_dir) if job.checkpoint_dir else None
+            if checkpoint_dir is not None:
+                checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            result = trainer(config, reporter, work_dir, checkpoint_dir=checkpoint_dir)
+            return self._finish(result, time.monotonic() - started)
+        except BaseException as exc:
+            reporter.log(traceback.format_exc().rstrip())
+            code = self._fail(format_error(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return code
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            logging.getLogger("modelbuilder").removeHandler(handler)
+            reporter.close()
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.reporter is not None:
+            self.reporter.request_stop("SIGTERM")
+
+    def _record_quietly(self, path: Path, name: str) -> None:
+        self.recorder.record(path, name)
+
+    def _finish(self, result: TrainingResult, seconds: float) -> int:
+        reporter = self.reporter
+        assert reporter is not None
+        reporter.flush()
+        if reporter.run_ended_elsewhere:
+            return 1
+        status = self.store.get_run(self.job.run_id).status
+        canceled = result.canceled or status is RunStatus.CANCEL_REQUESTED
+        if canceled and status is not RunStatus.CANCEL_REQUESTED:
+            self.store.set_run_status(self.job.run_id, RunStatus.CANCEL_REQUESTED)
+        elif status is RunStatus.RUNNING:
+            self.store.set_run_status(self.job.run_id, RunStatus.FINALIZING, phase="recording outputs")
+        for name, path in sorted(result.files.items()):
+            self.recorder.record(path, name)
+        self.recorder.record_manifest()
+        self.recorder.record_bytes(RESULT_NAME, json.dumps(result_to_dict(result), indent=2).encode())
+        self._log_final_metrics(result)
+        reporter.end_active_children(RunStatus.CANCELED if canceled else RunStatus.COMPLETED)
+        ending = "Canceled (partial result kept)" if canceled else "Completed"
+        reporter.log(
+            f"Run {ending}: best validation accuracy {result.accuracy:.4f} with {result.backbone} + "
+            f"{result.strategy} in {seconds:.1f} s."
+        )
+        reporter.flush()
+        self._record_log()
+        bad = self.artifacts.find_mismatches(self.job.run_id, self.store.list_artifacts(self.job.run_id))
+        if bad:
+            return self._fail(f"artifacts failed verification after writing: {', '.join(bad)}")
+        final = RunStatus.CANCELED if canceled else RunStatus.COMPLETED
+        try:
+            end_run(self.store, self.job.run_id, final)
+        except InvalidStateError:
+            current = self.store.get_run(self.job.run_id).status
+            if current is not RunStatus.CANCEL_REQUESTED:
+                return 1  # ended elsewhere
+            end_run(self.store, self.job.run_id, RunStatus.CANCELED)
+            final = RunStatus.CANCELED
+        self._clean_up(final)
+        return 0
+
+    def _log_final_metrics(self, result: TrainingResult) -> None:
+        values: dict[str, float] = {
+            "accuracy": result.accuracy,
+            "macro_accuracy": result.macro_accuracy,
+            "seconds": result.seconds,
+            "skipped_images": float(len(result.skipped_images)),
+        }
+        latest = self.store.get_latest_metrics(self.job.run_id)
+        batch = [(key, float(value), latest[key].step if key in latest else 0, None)
+                 for key, value in values.items()]
+        self.store.log_metrics(self.job.run_id, batch)
+
+    def _record_log(self) -> None:
+        try:
+            self.recorder.record(self.job.log_path, LOG_NAME)
+        except Exception as exc:
+            logger.warning("The run log of %s could not be recorded: %s", self.job.run_id, exc)
+
+    def _fail(self, error: str) -> int:
+        reporter = self.reporter
+        if reporter is not None:
+            reporter.log(f"Run Failed: {error}")
+            reporter.flush()
+            reporter.end_active_children(RunStatus.FAILED, "the run failed")
+        self._record_log()
+        try:
+            self.store.set_run_status(self.job.run_id, RunStatus.FAILED, error=error)
+        except InvalidStateError:
+            logger.warning("Run %s ended elsewhere before it could be marked Failed", self.job.run_id)
+        except Exception as exc:
+            logger.error("Run %s could not be marked Failed: %s", self.job.run_id, exc)
+        return 1
+
+    def _clean_up(self, final: RunStatus) -> None:
+        shutil.rmtree(self.job.work_dir, ignore_errors=True)
+        shutil.rmtree(Path(self.job.state_dir) / "zips", ignore_errors=True)
+        if final is RunStatus.COMPLETED and self.job.checkpoint_dir:
+            shutil.rmtree(self.job.checkpoint_dir, ignore_errors=True)
+
+
+def run_job(job: TrainingJob) -> int:
+    """Open the job's workspace and execute it; the exit code."""
+    store = open_store(job.store_url, job.workspace)
+    try:
+        return Worker(job, store, open_artifact_store(job.artifact_root)).run()
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m modelbuilder.compute.worker JOB.json\n")
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The terminal's Ctrl-C goes to the CLI (we run in our own session); ignore a stray SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    job = TrainingJob.load(args[0])
+    try:
+        return run_job(job)
+    except Exception as exc:  # the store itself failed: nothing more we can record
+        logger.exception("Worker of run %s failed outside the run: %s", job.run_id, exc)
+        return 1
+
+
+def _entry() -> Any:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

@@ -1,0 +1,371 @@
+"""Runs after submission: follow, supervise, reap lost workers, cancel, kill, download, read results.
+
+A run's worker may die without a word (``kill -9``, out of memory). Two things catch that:
+
+- the *supervisor*: whoever follows a run (``follow_run``: the CLI waiting on ``train``, the Python API's
+  ``wait_for_completion``) checks the worker on every poll and marks the run ``Failed`` with
+  ``process lost`` as soon as the worker is gone without having ended the run;
+- ``reap_stale_runs``, which any command can run: runs whose heartbeat is older than ``max_age`` seconds,
+  and runs whose recorded local worker process no longer exists, are marked lost.
+
+Artifacts are recorded only after they were written completely (see ``compute.outputs``), so a lost run
+never has a half-written artifact on record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..artifacts.local import ArtifactStore
+from ..compute.backend import WorkerHandle, get_compute_backend
+from ..compute.job import RunFolders, TrainingJob
+from ..compute.outputs import RESULT_NAME, materialize_outputs, result_from_dict
+from ..compute.store_reporter import end_run
+from ..entities import LogLine, Run, RunStatus
+from ..errors import ArtifactNotFoundError, InvalidParameterError, InvalidStateError, ModelBuilderError
+from ..store.base import WORKER_STATUSES, MetadataStore
+from ..training.config import TrainingResult
+from .workspaces import WorkspaceSession
+
+logger = logging.getLogger(__name__)
+
+#: Seconds without a heartbeat after which a worker counts as lost.
+STALE_AFTER_S = 30.0
+POLL_INTERVAL_S = 0.5
+LOST = "process lost"
+
+
+def _age_seconds(run: Run) -> float:
+    last = run.heartbeat_at or run.started_at or run.created_at
+    if last is None:
+        return 0.0
+    return max(0.0, time.time() - last.timestamp())
+
+
+def find_worker(store: MetadataStore, folders: RunFolders, run: Run) -> WorkerHandle | None:
+    """The worker recorded for ``run`` (from any process), or None."""
+    if not folders.job_path.is_file():
+        return None
+    try:
+        job = TrainingJob.load(folders.job_path)
+        compute = store.find_compute(run.compute) if run.compute else None
+        backend = get_compute_backend(compute.backend if compute is not None else "local")
+        return backend.find_worker(job)
+    except ModelBuilderError as exc:
+        logger.warning("The worker of run %s cannot be checked: %s", run.id, exc)
+        return None
+
+
+def _reconcile_artifacts(store: MetadataStore, artifacts: ArtifactStore, run_id: str) -> None:
+    """Make the records of a lost run match its files.
+
+    Files are replaced atomically, so each one is complete; but a worker killed between replacing a file
+    and recording its new sha256 leaves a record of the previous version. Re-record what is on disk.
+    """
+    for name in artifacts.find_mismatches(run_id, store.list_artifacts(run_id)):
+        try:
+            actual = artifacts.describe(run_id, name)
+        except (ArtifactNotFoundError, InvalidParameterError):
+            continue
+        store.log_artifact(run_id, name, actual.size, actual.sha256)
+        logger.info("Re-recorded artifact %s of lost run %s", name, run_id)
+
+
+def mark_lost(
+    store: MetadataStore, run_id: str, detail: str, artifacts: ArtifactStore | None = None
+) -> Run | None:
+    """End an active run ``Failed`` with ``process lost: <detail>`` (and its active trials); None if it
+    ended meanwhile. With the artifact store, the run's artifact records are reconciled first."""
+    error = f"{LOST}: {detail}"
+    try:
+        if artifacts is not None:
+            _reconcile_artifacts(store, artifacts, run_id)
+        store.log_lines(run_id, [f"Run Failed: {error}"])
+        for child in store.list_child_runs(run_id):
+            if not child.status.is_terminal:
+                try:
+                    store.set_run_status(child.id, RunStatus.FAILED, error=error)
+                except InvalidStateError:
+                    pass
+        run = store.set_run_status(run_id, RunStatus.FAILED, error=error)
+    except InvalidStateError:
+        return None
+    logger.warning("Run %s marked Failed: %s", run_id, error)
+    return run
+
+
+def reap_stale_runs(
+    store: MetadataStore,
+    max_age: float = STALE_AFTER_S,
+    *,
+    workspace_folder: Path | None = None,
+    artifacts: ArtifactStore | None = None,
+) -> list[Run]:
+    """Mark ``Failed`` (``process lost``) every run whose worker is gone; return them.
+
+    A worker is gone when its run sent no heartbeat for ``max_age`` seconds, or — given the workspace
+    folder, where local workers are recorded — when its recorded process no longer exists, or when a
+    ``Queued`` run never got a worker within ``max_age`` seconds. Given the artifact store, the artifact
+    records of each lost run are reconciled with its files first.
+    """
+    reaped: list[Run] = []
+    for run in store.find_stale_runs(max_age):
+        ended = mark_lost(store, run.id, f"no heartbeat for {_age_seconds(run):.0f} s", artifacts)
+        if ended is not None:
+            reaped.append(ended)
+    if workspace_folder is None:
+        return reaped
+    watched = {*WORKER_STATUSES, RunStatus.QUEUED}
+    for run in store.list_runs(parent_run_id=None, statuses=watched, limit=None):
+        worker = find_worker(store, RunFolders(workspace_folder, run.id), run)
+        if worker is None:
+            if run.status is RunStatus.QUEUED and _age_seconds(run) > max_age:
+                detail = f"no worker started within {max_age:.0f} s"
+            else:
+                continue
+        elif worker.poll() is not None:
+            if not (fresh := store.get_run(run.id)).status.is_terminal:
+                detail = worker.describe_exit()
+                run = fresh
+            else:
+                continue
+        else:
+            continue
+        ended = mark_lost(store, run.id, detail, artifacts)
+        if ended is not None:
+            reaped.append(ended)
+    return reaped
+
+
+def reap_lost_runs(session: WorkspaceSession, max_age: float = STALE_AFTER_S) -> list[Run]:
+    """``reap_stale_runs`` for an open workspace (worker records and artifacts included)."""
+    return reap_stale_runs(
+        session.store, max_age, workspace_folder=session.folder, artifacts=session.artifacts
+    )
+
+
+def get_run(session: WorkspaceSession, run_id: str) -> Run:
+    """The run with this id (or unique prefix of 6+ characters).
+
+    Raises:
+        RunNotFoundError: no run matches.
+        InvalidParameterError: the prefix matches several runs.
+    """
+    return session.store.get_run(run_id)
+
+
+def list_runs(
+    session: WorkspaceSession,
+    experiment: str | None = None,
+    *,
+    include_children: bool = False,
+    statuses: list[RunStatus] | None = None,
+    limit: int | None = 100,
+) -> list[Run]:
+    """Runs newest first: top-level ones (or all), of one experiment or all.
+
+    Raises:
+        ExperimentNotFoundError: the experiment does not exist.
+    """
+    experiment_id = session.store.get_experiment(experiment).id if experiment else None
+    return session.store.list_runs(
+        experiment_id, parent_run_id=... if include_children else None, statuses=statuses, limit=limit
+    )
+
+
+def cancel_run(session: WorkspaceSession, run_id: str) -> Run:
+    """Ask a run to stop: ``CancelRequested`` (the worker stops at its next safe point and keeps the best
+    model so far); a run no worker has picked up yet is ``Canceled`` at once.
+
+    Raises:
+        RunNotFoundError: no such run.
+        InvalidStateError: the run already ended.
+    """
+    store = session.store
+    run = store.get_run(run_id)
+    if run.status.is_terminal:
+        raise InvalidStateError(
+            f"Run '{run.id}' already ended ({run.status.value}); there is nothing to cancel.",
+            hint=f"See it with: modelbuilder run show {run.id[:12]}",
+        )
+    if run.status is RunStatus.CANCEL_REQUESTED:
+        return run
+    if run.status is RunStatus.NOT_STARTED:
+        return store.set_run_status(run.id, RunStatus.CANCELED)
+    run = store.set_run_status(run.id, RunStatus.CANCEL_REQUESTED)
+    worker = find_worker(store, session.run_folders(run.id), run)
+    if worker is None or worker.poll() is not None:
+        # Nobody will act on the request: end the run here (Queued, or its worker is gone).
+        refreshed = store.get_run(run.id)
+        if refreshed.status is RunStatus.CANCEL_REQUESTED:
+            store.log_lines(run.id, ["Run Canceled before a worker picked it up."])
+            return store.set_run_status(run.id, RunStatus.CANCELED)
+        return refreshed
+    store.log_lines(run.id, ["Cancel requested."])
+    return run
+
+
+def kill_run(session: WorkspaceSession, run_id: str, worker: WorkerHandle | None = None) -> Run:
+    """Kill a run's worker now (the second Ctrl-C) and end the run ``Canceled`` (no final outputs).
+
+    Raises:
+        RunNotFoundError: no such run.
+    """
+    store = session.store
+    run = store.get_run(run_id)
+    handle = worker or find_worker(store, session.run_folders(run.id), run)
+    if handle is not None:
+        handle.kill()
+    run = store.get_run(run.id)
+    if run.status.is_terminal:
+        return run
+    store.log_lines(run.id, ["Run Canceled: the worker was killed on request."])
+    for child in store.list_child_runs(run.id):
+        if not child.status.is_terminal:
+            try:
+                end_run(store, child.id, RunStatus.CANCELED)
+            except InvalidStateError:
+                pass
+    try:
+        end_run(store, run.id, RunStatus.CANCELED)
+    except InvalidStateError:
+        pass
+    return store.get_run(run.id)
+
+
+@dataclass
+class RunUpdate:
+    """What changed in a followed run since the previous update."""
+
+    run: Run
+    new_lines: list[LogLine] = field(default_factory=list)
+    children: list[Run] = field(default_factory=list)
+    status_changed: bool = False
+
+
+class RunFollower:
+    """Polls one run and supervises its worker; ``step()`` returns what changed since the last step.
+
+    When the worker ends without having ended the run, the run is marked ``Failed`` (``process lost``)
+    at once. That is race-free: a worker commits its final status before it exits, and marking a run
+    that has ended meanwhile is refused by the store's transition check.
+
+    Args:
+        session: the open workspace.
+        run_id: the run to follow.
+        worker: its worker, when this process started it (else the recorded one is looked up).
+        log_offset: the first log line to report.
+    """
+
+    def __init__(
+        self,
+        session: WorkspaceSession,
+        run_id: str,
+        worker: WorkerHandle | None = None,
+        *,
+        log_offset: int = 0,
+    ) -> None:
+        self.session = session
+        self.run = session.store.get_run(run_id)
+        self.worker = worker
+        self.offset = log_offset
+        self._last_status: RunStatus | None = None
+
+    def _new_lines(self) -> list[LogLine]:
+        lines = self.session.store.get_log_lines(self.run.id, self.offset, limit=None)
+        self.offset += len(lines)
+        return lines
+
+    def step(self) -> RunUpdate:
+        store = self.session.store
+        run = store.get_run(self.run.id)
+        lines = self._new_lines()
+        if not run.status.is_terminal:
+            if self.worker is None and run.status is not RunStatus.NOT_STARTED:
+                self.worker = find_worker(store, self.session.run_folders(run.id), run)
+            if self.worker is not None and self.worker.poll() is not None:
+                lost = mark_lost(store, run.id, self.worker.describe_exit(), self.session.artifacts)
+                run = lost or store.get_run(run.id)
+                lines += self._new_lines()
+            elif _age_seconds(run) > STALE_AFTER_S and run.status in WORKER_STATUSES:
+                detail = f"no heartbeat for {_age_seconds(run):.0f} s"
+                run = mark_lost(store, run.id, detail, self.session.artifacts) or run
+        self.run = run
+        update = RunUpdate(run, lines, store.list_child_runs(run.id), run.status is not self._last_status)
+        self._last_status = run.status
+        return update
+
+    @property
+    def interval(self) -> float:
+        """How long to wait before the next step."""
+        return POLL_INTERVAL_S
+
+
+def follow_run(
+    session: WorkspaceSession,
+    run_id: str,
+    worker: WorkerHandle | None = None,
+    *,
+    log_offset: int = 0,
+    timeout: float | None = None,
+) -> Iterator[RunUpdate]:
+    """Poll a run until it ends (or ``timeout`` seconds pass), yielding updates (see ``RunFollower``)."""
+    follower = RunFollower(session, run_id, worker, log_offset=log_offset)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        update = follower.step()
+        yield update
+        if update.run.status.is_terminal or (deadline is not None and time.monotonic() >= deadline):
+            return
+        time.sleep(follower.interval)
+
+
+def load_result(session: WorkspaceSession, run_id: str, output_dir: Path) -> TrainingResult | None:
+    """The run's TrainingResult (from ``result.json``) with its files in ``output_dir``; None without one.
+
+    Raises:
+        RunNotFoundError: no such run.
+    """
+    run = session.store.get_run(run_id)
+    try:
+        data = json.loads(session.artifacts.read(run.id, RESULT_NAME))
+    except ArtifactNotFoundError:
+        return None
+    return result_from_dict(data, output_dir)
+
+
+def download_outputs(
+    session: WorkspaceSession, run_id: str, destination: str | os.PathLike[str], *, raw: bool = False
+) -> dict[str, Path]:
+    """Copy a run's outputs to ``destination`` as training wrote them (folders unzipped); with ``raw``,
+    every artifact file as stored. Returns name -> path.
+
+    Raises:
+        RunNotFoundError: no such run.
+        InvalidStateError: the run has no artifacts (yet).
+        InvalidParameterError: an artifact is of an unknown format version.
+    """
+    run = session.store.get_run(run_id)
+    recorded = session.store.list_artifacts(run.id)
+    if not recorded:
+        raise InvalidStateError(
+            f"Run '{run.id}' ({run.status.value}) has no recorded artifacts.",
+            hint="Only runs that ended Completed or Canceled have outputs; see: "
+            f"modelbuilder run show {run.id[:12]}",
+        )
+    target = Path(destination).expanduser()
+    if target.exists() and not target.is_dir():
+        raise InvalidParameterError(
+            f"The download destination {str(target)!r} exists and is not a folder.",
+            hint="Give a folder (it is created if missing).",
+        )
+    if raw:
+        names = [artifact.path for artifact in recorded]
+        return dict(zip(names, session.artifacts.download(run.id, target, names), strict=True))
+    return materialize_outputs(session.artifacts, run.id, target)

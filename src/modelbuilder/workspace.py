@@ -1,0 +1,440 @@
+"""The Python API of the resource model, in the style of the Azure ML SDK.
+
+    >>> from modelbuilder import Workspace, TrainingConfig
+    >>> ws = Workspace.get_or_create("vision-ws", resource_group="team", region="local")
+    >>> ws.create_compute("cpu-1", size="Standard_D2s_v3")
+    >>> config = TrainingConfig(data="images/", time_budget=120)
+    >>> run = ws.experiment("flowers").submit(config, compute="local")
+    >>> run.wait_for_completion(show_output=True)
+    >>> run.get_metrics()["accuracy"], run.get_portal_url()
+    >>> run.download_outputs("out/")
+
+``train()`` does all of that in one call and returns the result with the output paths. These classes are a
+thin facade: the work happens in ``modelbuilder.services``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from . import entities, settings
+from .compute.backend import WorkerHandle
+from .entities import Metric, RunStatus
+from .errors import AlreadyExistsError, TrainingError
+from .services import computes as compute_service
+from .services import runs as run_service
+from .services import workspaces as workspace_service
+from .services.experiments import default_experiment_name
+from .services.training_run import resume_training, submit_training
+from .services.views import artifact_view, run_view
+from .services.workspaces import WorkspaceSession
+from .training.config import TrainingConfig, TrainingResult, parse_duration
+
+
+class Workspace:
+    """A workspace: a metadata store of experiments, runs and computes plus an artifact root.
+
+    Get one with ``create``, ``get`` or ``get_or_create``; it keeps its store open until ``close()``
+    (or the end of a ``with`` block).
+    """
+
+    def __init__(self, entity: entities.Workspace) -> None:
+        self._entity = entity
+        self._session: WorkspaceSession | None = None
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        *,
+        resource_group: str = settings.DEFAULT_RESOURCE_GROUP,
+        region: str = settings.DEFAULT_REGION,
+        store: str | None = None,
+        exist_ok: bool = False,
+    ) -> Workspace:
+        """Create a workspace (its resource group is created on first use).
+
+        Raises:
+            InvalidNameError: the name breaks the rule (3-33 letters, digits and hyphens).
+            NotFoundError: the region is not defined.
+            AlreadyExistsError: it exists (unless ``exist_ok``).
+        """
+        try:
+            return cls(workspace_service.create_workspace(name, resource_group, region, store))
+        except AlreadyExistsError:
+            if not exist_ok:
+                raise
+            return cls.get(name)
+
+    @classmethod
+    def get(cls, name: str | None = None) -> Workspace:
+        """The workspace ``name``; None: the default one (``MODELBUILDER_WORKSPACE`` or ``default``).
+
+        Raises:
+            WorkspaceNotFoundError: it does not exist (the default one is created on first use).
+        """
+        return cls(workspace_service.resolve_workspace(name))
+
+    @classmethod
+    def get_or_create(
+        cls,
+        name: str,
+        *,
+        resource_group: str = settings.DEFAULT_RESOURCE_GROUP,
+        region: str = settings.DEFAULT_REGION,
+        store: str | None = None,
+    ) -> Workspace:
+        """The workspace ``name``, created with these settings if it does not exist."""
+        return cls.create(name, resource_group=resource_group, region=region, store=store, exist_ok=True)
+
+    @classmethod
+    def list_all(cls, resource_group: str | None = None) -> list[Workspace]:
+        """Every workspace on this machine (or of one resource group)."""
+        return [cls(entity) for entity in workspace_service.list_workspaces(resource_group)]
+
+    # --- properties and lifecycle -----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._entity.name
+
+    @property
+    def resource_group(self) -> str:
+        return self._entity.resource_group
+
+    @property
+    def region(self) -> str:
+        return self._entity.region
+
+    @property
+    def store_url(self) -> str:
+        return self._entity.store_url
+
+    @property
+    def artifact_root(self) -> Path:
+        return Path(self._entity.artifact_root)
+
+    @property
+    def session(self) -> WorkspaceSession:
+        """The open services session (opened on first use)."""
+        if self._session is None:
+            self._session = workspace_service.open_session(self._entity)
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Workspace(name={self.name!r}, resource_group={self.resource_group!r}, region={self.region!r})"
+        )
+
+    def delete(self) -> None:
+        """Delete the workspace and its files.
+
+        Raises:
+            InvalidStateError: one of its runs is still active.
+        """
+        self.close()
+        workspace_service.delete_workspace(self.name)
+
+    def get_portal_url(self) -> str:
+        return f"{settings.portal_base_url()}/workspaces/{self.name}"
+
+    # --- experiments, computes, runs --------------------------------------------------------------
+
+    def experiment(self, name: str) -> Experiment:
+        """The experiment ``name``, registered on first use.
+
+        Raises:
+            InvalidNameError: the name breaks the rule (3-36 letters, digits, '_' and '-').
+        """
+        return Experiment(self, self.session.store.get_or_create_experiment(name))
+
+    @property
+    def experiments(self) -> dict[str, Experiment]:
+        summaries = self.session.store.list_experiments()
+        return {s.experiment.name: Experiment(self, s.experiment) for s in summaries}
+
+    def create_compute(
+        self,
+        name: str,
+        *,
+        size: str,
+        backend: str = "local",
+        min_nodes: int = 0,
+        max_nodes: int = 1,
+        idle_seconds_before_scaledown: int = 1800,
+    ) -> entities.Compute:
+        """Provision a compute; it comes back ``Succeeded`` or ``Failed`` with its error (and is kept).
+
+        Raises:
+            InvalidNameError, NotFoundError (size), InvalidParameterError, ComputeExistsError.
+        """
+        return compute_service.create_compute(
+            self.session, name, size, backend, min_nodes, max_nodes, idle_seconds_before_scaledown
+        )
+
+    @property
+    def computes(self) -> dict[str, entities.Compute]:
+        """Every compute by name (``local`` always among them)."""
+        return {compute.name: compute for compute in compute_service.list_computes(self.session)}
+
+    def get_compute(self, name: str) -> entities.Compute:
+        """Raises: ComputeNotFoundError."""
+        return compute_service.get_compute(self.session, name)
+
+    def delete_compute(self, name: str) -> entities.Compute:
+        """Raises: ComputeNotFoundError, InvalidStateError (``local``, or active runs on it)."""
+        return compute_service.delete_compute(self.session, name)
+
+    def get_run(self, run_id: str) -> Run:
+        """Raises: RunNotFoundError."""
+        return Run(self, self.session.store.get_run(run_id).id)
+
+    def list_runs(self, experiment: str | None = None, *, include_children: bool = False) -> list[Run]:
+        return [
+            Run(self, run.id)
+            for run in run_service.list_runs(self.session, experiment, include_children=include_children)
+        ]
+
+    def resume(self, run_id: str, *, time_budget: float | None = None) -> Run:
+        """A new run continuing a Failed or Canceled run from its last checkpoint."""
+        submission = resume_training(self.session, run_id, time_budget=time_budget)
+        return Run(self, submission.run.id, submission.worker)
+
+
+class Experiment:
+    """An experiment of a workspace: a named group of runs."""
+
+    def __init__(self, workspace: Workspace, entity: entities.Experiment) -> None:
+        self.workspace = workspace
+        self._entity = entity
+
+    @property
+    def name(self) -> str:
+        return self._entity.name
+
+    @property
+    def id(self) -> str:
+        return self._entity.id
+
+    def __repr__(self) -> str:
+        return f"Experiment(name={self.name!r}, workspace={self.workspace.name!r})"
+
+    def submit(self, config: TrainingConfig, compute: str = "local") -> Run:
+        """Start a training run of this experiment on ``compute``; returns at once.
+
+        Raises:
+            DatasetError: the data does not exist.
+            ComputeNotFoundError / ComputeError: the compute does not exist or cannot run training.
+        """
+        submission = submit_training(self.workspace.session, config, experiment=self.name, compute=compute)
+        return Run(self.workspace, submission.run.id, submission.worker)
+
+    def get_runs(self) -> list[Run]:
+        """The experiment's runs, newest first."""
+        return self.workspace.list_runs(self.name)
+
+
+class Run:
+    """One training run (or one trial: a child run)."""
+
+    def __init__(self, workspace: Workspace, run_id: str, worker: WorkerHandle | None = None) -> None:
+        self.workspace = workspace
+        self.id = run_id
+        self._worker = worker
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, workspace={self.workspace.name!r})"
+
+    @property
+    def entity(self) -> entities.Run:
+        """The run as stored now."""
+        return self.workspace.session.store.get_run(self.id)
+
+    @property
+    def experiment(self) -> str:
+        return self.entity.experiment
+
+    def get_status(self) -> str:
+        """The status now: NotStarted, Queued, Preparing, Running, Finalizing, CancelRequested,
+        Completed, Failed or Canceled (a lost worker is noticed here too)."""
+        run = self.entity
+        if not run.status.is_terminal:
+            session = self.workspace.session
+            run_service.reap_lost_runs(session)
+            run = self.entity
+        return run.status.value
+
+    def get_metrics(self) -> dict[str, float]:
+        """The latest value of each metric, by name."""
+        return dict(self.entity.latest_metrics)
+
+    def get_metric_history(self, key: str) -> list[Metric]:
+        return self.workspace.session.store.get_metric_history(self.id, key)
+
+    def get_children(self) -> list[Run]:
+        """The trials of this run (child runs), in order."""
+        children = self.workspace.session.store.list_child_runs(self.id)
+        return [Run(self.workspace, child.id) for child in children]
+
+    def get_details(self) -> dict[str, Any]:
+        """The run as a dict (``modelbuilder run show --json``): status, params, metrics, error, children,
+        artifacts, portal URL."""
+        store = self.workspace.session.store
+        view = run_view(self.entity, self.workspace.name)
+        view["children"] = [run_view(child) for child in store.list_child_runs(self.id)]
+        view["artifacts"] = [artifact_view(a) for a in store.list_artifacts(self.id)]
+        return view
+
+    def get_logs(self, tail: int | None = None) -> list[str]:
+        offset = -tail if tail else 0
+        return [line.text for line in self.workspace.session.store.get_log_lines(self.id, offset, limit=None)]
+
+    def get_portal_url(self) -> str:
+        return settings.portal_run_url(self.workspace.name, self.id)
+
+    def wait_for_completion(
+        self, show_output: bool = False, timeout: float | None = None, raise_on_error: bool = True
+    ) -> dict[str, Any]:
+        """Wait until the run ends (supervising its worker) and return ``get_details()``.
+
+        Args:
+            show_output: print the run's log lines and status changes as they come.
+            timeout: give up waiting after this many seconds (the run goes on).
+            raise_on_error: raise TrainingError when the run ends Failed.
+
+        Raises:
+            TrainingError: the run failed (message and hint from its error).
+        """
+        for update in run_service.follow_run(self.workspace.session, self.id, self._worker, timeout=timeout):
+            if show_output:
+                for line in update.new_lines:
+                    sys.stdout.write(f"{line.text}\n")
+                if update.status_changed:
+                    sys.stdout.write(f"Run {self.id[:12]}: {update.run.status.value}\n")
+                sys.stdout.flush()
+        run = self.entity
+        if raise_on_error and run.status is RunStatus.FAILED:
+            message, _, hint = (run.error or "unknown error").partition("\nHint: ")
+            raise TrainingError(
+                f"Run '{self.id}' failed: {message}",
+                hint=hint or f"See its log: modelbuilder run logs {self.id[:12]} --workspace "
+                f"{self.workspace.name}",
+            )
+        return self.get_details()
+
+    def cancel(self) -> str:
+        """Request cancellation (the best model so far is kept); returns the status now.
+
+        Raises:
+            InvalidStateError: the run already ended.
+        """
+        return run_service.cancel_run(self.workspace.session, self.id).status.value
+
+    def kill(self) -> str:
+        """Kill the worker now and end the run Canceled (no final outputs)."""
+        return run_service.kill_run(self.workspace.session, self.id, self._worker).status.value
+
+    def download_outputs(self, destination: str | os.PathLike[str]) -> dict[str, Path]:
+        """Copy the outputs to ``destination`` as training wrote them (folders unzipped).
+
+        Raises:
+            InvalidStateError: the run has no artifacts.
+        """
+        return run_service.download_outputs(self.workspace.session, self.id, destination)
+
+    def get_result(self, output_dir: str | os.PathLike[str] | None = None) -> TrainingResult | None:
+        """The training result (files pointing into ``output_dir``, default the artifact folder)."""
+        folder = Path(output_dir) if output_dir is not None else self.workspace.artifact_root / self.id
+        return run_service.load_result(self.workspace.session, self.id, folder)
+
+
+@dataclass
+class TrainingRunResult(TrainingResult):
+    """What ``train()`` returns: the TrainingResult plus the run it came from."""
+
+    run_id: str = ""
+    workspace: str = ""
+    experiment: str = ""
+    portal_url: str = ""
+
+
+def train(
+    data: str | os.PathLike[str],
+    *,
+    output: str | os.PathLike[str] | None = None,
+    time: str | float = "5m",
+    architecture: str = "auto",
+    weights: str | os.PathLike[str] | None = None,
+    validation_data: str | os.PathLike[str] | None = None,
+    validation_fraction: float = 0.2,
+    on_bad_image: str = "skip",
+    name: str | None = None,
+    seed: int = 0,
+    max_trials: int | None = None,
+    workspace: str | None = None,
+    experiment: str | None = None,
+    compute: str = "local",
+    show_output: bool = False,
+) -> TrainingRunResult:
+    """Train an image classifier from a folder of labelled images, as a run in a workspace.
+
+    Submits the run, waits for it (Ctrl-C cancels it and keeps the best model so far), and copies the
+    outputs to ``output`` (default: ``<workspace folder>/outputs/<run id>``).
+
+    Raises:
+        InvalidParameterError: an option is invalid.
+        DatasetError: the data does not exist.
+        TrainingError: the run failed.
+    """
+    config = TrainingConfig(
+        data=os.fspath(data),
+        time_budget=parse_duration(time),
+        architecture=architecture,
+        weights=None if weights is None else os.fspath(weights),
+        validation_data=None if validation_data is None else os.fspath(validation_data),
+        validation_fraction=validation_fraction,
+        on_bad_image=on_bad_image,
+        name=name,
+        seed=seed,
+        max_trials=max_trials,
+    )
+    with Workspace.get(workspace) as ws:
+        exp = ws.experiment(experiment or default_experiment_name(config.data))
+        run = exp.submit(config, compute=compute)
+        try:
+            run.wait_for_completion(show_output=show_output)
+        except KeyboardInterrupt:
+            run.cancel()
+            run.wait_for_completion(show_output=show_output)
+            raise
+        destination = Path(output) if output is not None else ws.session.folder / "outputs" / run.id
+        run.download_outputs(destination)
+        result = run.get_result(destination)
+        if result is None:
+            raise TrainingError(
+                f"Run '{run.id}' ended {run.get_status()} without a result.",
+                hint=f"See its log: modelbuilder run logs {run.id[:12]}",
+            )
+        values = {f.name: getattr(result, f.name) for f in fields(TrainingResult)}
+        return TrainingRunResult(
+            **values,
+            run_id=run.id,
+            workspace=ws.name,
+            experiment=exp.name,
+            portal_url=run.get_portal_url(),
+        )

@@ -1,0 +1,194 @@
+"""The worker's run lifecycle, executed in-process with the fake trainer (fast; no subprocess)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factories import make_image_folder
+from fake_trainer import TARGET
+from modelbuilder.artifacts import LocalArtifactStore
+from modelbuilder.compute.job import RunFolders, TrainingJob
+from modelbuilder.compute.outputs import LOG_NAME, OUTPUTS_NAME, RESULT_NAME
+from modelbuilder.compute.worker import Worker, format_error, load_target, main
+from modelbuilder.entities import RunStatus
+from modelbuilder.errors import DatasetError, InvalidParameterError
+from modelbuilder.store import SqlAlchemyStore, sqlite_file_url
+from modelbuilder.training.config import TrainingConfig
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlAlchemyStore]:
+    opened = SqlAlchemyStore(sqlite_file_url(tmp_path / "ws" / "workspace.db"), workspace="ws1")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "flowers", classes=2, per_class=3, size=8)
+
+
+def _queued_job(
+    store: SqlAlchemyStore, tmp_path: Path, data: Path, target: str = TARGET, **fake: Any
+) -> TrainingJob:
+    experiment = store.get_or_create_experiment("flowers")
+    run = store.create_run(experiment.id, compute="local")
+    store.set_run_status(run.id, RunStatus.QUEUED)
+    folders = RunFolders(tmp_path / "ws", run.id)
+    config = TrainingConfig(data=str(data), time_budget=10, extra={"fake": {"epoch_seconds": 0.0, **fake}})
+    return TrainingJob(
+        run_id=run.id,
+        workspace="ws1",
+        store_url=sqlite_file_url(tmp_path / "ws" / "workspace.db"),
+        artifact_root=str(tmp_path / "ws" / "artifacts"),
+        config=config.to_dict(),
+        state_dir=str(folders.state_dir),
+        checkpoint_dir=str(folders.checkpoint_dir()),
+        target=target,
+    )
+
+
+def _worker(job: TrainingJob, store: SqlAlchemyStore, tmp_path: Path) -> Worker:
+    return Worker(job, store, LocalArtifactStore(tmp_path / "ws" / "artifacts"))
+
+
+def test_completed_run_has_verified_outputs_trials_metrics_and_log(
+    store: SqlAlchemyStore, tmp_path: Path, data: Path
+) -> None:
+    job = _queued_job(store, tmp_path, data, trials=2)
+    worker = _worker(job, store, tmp_path)
+    assert worker.run() == 0
+    run = store.get_run(job.run_id)
+    assert run.status is RunStatus.COMPLETED and run.started_at and run.ended_at
+    recorded = store.list_artifacts(run.id)
+    names = {a.path for a in recorded}
+    assert {
+        "bestModel.onnx",
+        "bestModelMap.json",
+        "MLModel.zip",
+        "evaluation.json",
+        "flowers.Model.zip",
+        "flowers.ConsoleApp.zip",
+        OUTPUTS_NAME,
+        RESULT_NAME,
+        LOG_NAME,
+    } == names
+    assert worker.artifacts.verify(run.id, recorded)
+    assert {"accuracy", "macro_accuracy", "skipped_images", "best_val_accuracy"} <= set(run.latest_metrics)
+    assert run.latest_metrics["skipped_images"] == 1.0
+    children = store.list_child_runs(run.id)
+    assert [(c.name, c.status) for c in children] == [
+        ("trial-0", RunStatus.COMPLETED),
+        ("trial-1", RunStatus.COMPLETED),
+    ]
+    log = worker.artifacts.read(run.id, LOG_NAME).decode()
+    assert "[scanning]" in log and "Run Completed" in log
+    assert not job.work_dir.exists() and not Path(job.checkpoint_dir or "").exists()  # cleaned up
+
+
+@pytest.mark.parametrize(
+    ("fail", "expected"),
+    [
+        pytest.param(
+            "dataset",
+            "Label 'label0' has only 1 image; at least 2 are needed.\nHint: Add images.",
+            id="model-builder-error",
+        ),
+        pytest.param("crash", "RuntimeError: fake trainer crashed", id="unexpected-error"),
+    ],
+)
+def test_errors_fail_the_run_with_the_reason_and_keep_the_log(
+    store: SqlAlchemyStore, tmp_path: Path, data: Path, fail: str, expected: str
+) -> None:
+    job = _queued_job(store, tmp_path, data, fail=fail)
+    worker = _worker(job, store, tmp_path)
+    assert worker.run() == 1
+    run = store.get_run(job.run_id)
+    assert (run.status, run.error) == (RunStatus.FAILED, expected)
+    texts = [line.text for line in store.get_log_lines(run.id)]
+    assert any("Traceback" in text for text in texts)
+    assert LOG_NAME in {a.path for a in store.list_artifacts(run.id)}
+    assert worker.artifacts.verify(run.id, store.list_artifacts(run.id))
+    assert Path(job.checkpoint_dir or "").exists()  # kept for --resume
+
+
+def test_a_bad_target_fails_the_run(store: SqlAlchemyStore, tmp_path: Path, data: Path) -> None:
+    job = _queued_job(store, tmp_path, data, target="no_colon_here")
+    assert _worker(job, store, tmp_path).run() == 1
+    assert "must be 'module:function'" in (store.get_run(job.run_id).error or "")
+
+
+def test_cancel_during_training_keeps_the_partial_result(
+    store: SqlAlchemyStore, tmp_path: Path, data: Path
+) -> None:
+    job = _queued_job(store, tmp_path, data, trials=3, epochs=400, epoch_seconds=0.01)
+    worker = _worker(job, store, tmp_path)
+    worker.heartbeat_interval = 0.1
+
+    def cancel_when_running() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if store.list_child_runs(job.run_id):
+                store.set_run_status(job.run_id, RunStatus.CANCEL_REQUESTED)
+                return
+            time.sleep(0.02)
+
+    canceller = threading.Thread(target=cancel_when_running)
+    canceller.start()
+    started = time.monotonic()
+    assert worker.run() == 0
+    canceller.join()
+    assert time.monotonic() - started < 10
+    run = store.get_run(job.run_id)
+    assert run.status is RunStatus.CANCELED
+    assert {"bestModel.onnx", "MLModel.zip", RESULT_NAME} <= {a.path for a in store.list_artifacts(run.id)}
+    assert [c.status for c in store.list_child_runs(run.id)] == [RunStatus.CANCELED]
+
+
+def test_a_run_canceled_before_the_worker_starts_never_trains(
+    store: SqlAlchemyStore, tmp_path: Path, data: Path
+) -> None:
+    job = _queued_job(store, tmp_path, data)
+    store.set_run_status(job.run_id, RunStatus.CANCEL_REQUESTED)
+    assert _worker(job, store, tmp_path).run() == 0
+    run = store.get_run(job.run_id)
+    assert run.status is RunStatus.CANCELED and run.started_at is None
+    assert store.list_child_runs(run.id) == []
+
+
+def test_a_terminal_run_is_left_alone(store: SqlAlchemyStore, tmp_path: Path, data: Path) -> None:
+    job = _queued_job(store, tmp_path, data)
+    store.set_run_status(job.run_id, RunStatus.FAILED, error="process lost: earlier")
+    assert _worker(job, store, tmp_path).run() == 1
+    assert store.get_run(job.run_id).error == "process lost: earlier"
+
+
+def test_outputs_that_fail_verification_fail_the_run(
+    store: SqlAlchemyStore, tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _queued_job(store, tmp_path, data, trials=1)
+    worker = _worker(job, store, tmp_path)
+    monkeypatch.setattr(worker.artifacts, "find_mismatches", lambda run_id, artifacts: ["bestModel.onnx"])
+    assert worker.run() == 1
+    run = store.get_run(job.run_id)
+    assert run.status is RunStatus.FAILED
+    assert run.error == "artifacts failed verification after writing: bestModel.onnx"
+
+
+def test_load_target_and_format_error() -> None:
+    assert load_target(TARGET).__name__ == "run_training"
+    with pytest.raises(InvalidParameterError, match="not a function"):
+        load_target("fake_trainer:nothing_here")
+    assert format_error(DatasetError("No images.", hint="Add some.")) == "No images.\nHint: Add some."
+    assert format_error(DatasetError("No images.")) == "No images."
+    assert format_error(KeyError("x")) == "KeyError: 'x'"
+
+
+def test_main_needs_exactly_one_job_file() -> None:
+    assert main([]) == 2
