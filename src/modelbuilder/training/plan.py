@@ -22,6 +22,7 @@ class Plan:
     feature_size: int
     scratch_pool: int | None  # the from-scratch CNN sees the input average-pooled by this; None: no trial
     partial_share: float      # share of the post-linear time for partial fine-tuning
+    typical_side: int = 0     # median shorter side of the training images
 
     def describe(self) -> str:
         trials = ["linear", "partial_finetune"] + (["scratch_cnn"] if self.scratch_pool else [])
@@ -55,25 +56,32 @@ def choose_backbone(architecture: str, weights: str | None) -> str:
     )
 
 
-def feature_rate(size: int) -> float:
+def feature_rate(size: int, scale: float = 1.0) -> float:
+    """Expected feature-extraction images/s at ``size``; ``scale`` = measured / table rate."""
     cores = os.cpu_count() or 2
-    return _FEATURE_RATE_2CORE[size] * max(1.0, cores / 2) ** 0.8
+    return _FEATURE_RATE_2CORE[size] * max(1.0, cores / 2) ** 0.8 * scale
 
 
-def make_plan(backbone: str, typical_side: int, num_images: int, budget_s: float) -> Plan:
-    """Pick the feature resolution so that feature extraction takes at most ~35% of the budget."""
+def make_plan(backbone: str, typical_side: int, num_images: int, budget_s: float,
+              rate_scale: float = 1.0) -> Plan:
+    """Pick the feature resolution so that feature extraction takes at most ~30% of the budget.
+
+    ``num_images`` counts the images whose features are not cached yet; ``rate_scale`` corrects the
+    table of expected rates by a measurement on this machine, now (shared machines vary 2x).
+    """
     spec = get_backbone_spec(backbone)
     if not spec.needs_weights:  # test backbones: tiny, fast
-        return Plan(backbone, spec.default_size, 1 if typical_side <= SMALL_IMAGE else None, 0.6)
+        pool = 1 if typical_side <= SMALL_IMAGE else None
+        return Plan(backbone, spec.default_size, pool, 0.6, typical_side)
     preferred = 112 if typical_side <= SMALL_IMAGE else 224
     size = preferred
     for candidate in FEATURE_SIZES:
         if candidate > preferred:
             continue
         size = candidate
-        if num_images / feature_rate(candidate) <= 0.35 * budget_s:
+        if num_images / feature_rate(candidate, rate_scale) <= 0.30 * budget_s:
             break
     small = typical_side <= SMALL_IMAGE
     # Pool the (upscaled) input back to about the images' own size: 112 -> 28 for 28-32 px images.
     pool = max(1, round(size / max(typical_side, 16))) if small else None
-    return Plan(backbone, size, pool, 0.6 if small else 1.0)
+    return Plan(backbone, size, pool, 0.6 if small else 1.0, typical_side)

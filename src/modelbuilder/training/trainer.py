@@ -23,10 +23,10 @@ from ..pipeline.preprocess import preprocess
 from .backbones import create_backbone, get_backbone_spec, split_backbone
 from .checkpoint import CheckpointDir, FinishedTrial
 from .config import TrainingConfig, TrainingResult, TrialSummary
-from .features import extract_cached, feature_cache_for
+from .features import extract_cached, feature_cache_for, run_onnx_outputs
 from .finalize import finalize_outputs
 from .onnx_export import check_parity, export_onnx, ort_session
-from .plan import Plan, choose_backbone, make_plan
+from .plan import Plan, choose_backbone, feature_rate, make_plan
 from .reporter import Reporter
 from .trials import (
     Ensemble,
@@ -203,9 +203,12 @@ def _run_trials(config: TrainingConfig, reporter: Reporter, plan: Plan, labels: 
     weights_id = "random" if source is None or source.path is None else \
         f"{source.path.name}:{source.path.stat().st_size}"
 
-    reporter.phase("features", f"Computing {plan.backbone} features at {plan.feature_size}px")
     items = train_items + val_items
     with tempfile.TemporaryDirectory() as tmp:
+        plan, stem, tail, stride = _calibrate(plan, backbone, stem, tail, stride, items, weights_id,
+                                              config.time_budget, reporter, Path(tmp))
+        feature_spec = spec.preprocessing(plan.feature_size)
+        reporter.phase("features", f"Computing {plan.backbone} features at {plan.feature_size}px")
         outputs = ("features", "stem") + (("small",) if plan.scratch_pool else ())
         onnx_path = export_onnx(_FeaturesAndStem(stem, tail, plan.scratch_pool), plan.feature_size,
                                 Path(tmp) / "f.onnx", output_names=outputs)
@@ -225,6 +228,7 @@ def _run_trials(config: TrainingConfig, reporter: Reporter, plan: Plan, labels: 
             )
         except InterruptedError:
             return True
+        del caches  # the arrays hold what training needs; keep one copy in memory, not two
     seconds = time.monotonic() - started
     reporter.log(f"features: {len(items)} images ({computed} computed, {len(items) - computed} from cache) "
                  f"in {seconds:.1f}s" + (f", {computed / seconds:.0f} images/s" if computed else ""))
@@ -270,7 +274,14 @@ def _run_trials(config: TrainingConfig, reporter: Reporter, plan: Plan, labels: 
     scratch_minimum = MIN_TRIAL_SECONDS if plan.backbone == "test_tiny" else MIN_SCRATCH_SECONDS
     scratch_planned = (plan.scratch_pool and "scratch_cnn" in allowed and not checkpoints.done("scratch_cnn")
                        and remaining * (1 - plan.partial_share) >= scratch_minimum)
-    partial_budget = remaining * (plan.partial_share if scratch_planned else 1.0)
+    share = plan.partial_share
+    if scratch_planned:
+        # Tail training costs ~4x the tail's share of a forward pass per image; when it cannot see the
+        # training set twice in its share, the from-scratch CNN makes better use of the time.
+        rate = computed / seconds if computed else feature_rate(plan.feature_size)
+        if 2 * 4.0 * n / max(rate, 1e-6) > share * remaining:
+            share = 0.35
+    partial_budget = remaining * (share if scratch_planned else 1.0)
     if partial_budget >= MIN_TRIAL_SECONDS:
         run("partial_finetune", {"backbone": plan.backbone, "image_size": plan.feature_size,
                                  "budget_s": round(partial_budget, 1)},
@@ -300,6 +311,41 @@ def _run_trials(config: TrainingConfig, reporter: Reporter, plan: Plan, labels: 
                                accuracy, probs, 0.0, params={"members": names})
         run("ensemble", {"members": names}, lambda: outcome)
     return reporter.should_stop()
+
+
+PROBE_IMAGES = 48
+
+
+def _calibrate(plan: Plan, backbone: nn.Module, stem: nn.Module, tail: nn.Module, stride: int,
+               items: list[ImageItem], weights_id: str, budget: float, reporter: Reporter,
+               tmp: Path) -> tuple[Plan, nn.Module, nn.Module, int]:
+    """Measure the feature rate on a few images and lower the resolution if the pass would be too slow.
+
+    Only when many features are missing from the cache: a second run on the same data keeps its plan.
+    """
+    spec = get_backbone_spec(plan.backbone)
+    if not spec.needs_weights:
+        return plan, stem, tail, stride
+    cache = feature_cache_for(plan.backbone, weights_id, spec.preprocessing(plan.feature_size), "features")
+    missing = sum(1 for item in items if item.sha256 not in cache)
+    del cache
+    if missing < 1500:
+        return plan, stem, tail, stride
+    session = ort_session(export_onnx(nn.Sequential(stem, tail), plan.feature_size, tmp / "probe.onnx"))
+    paths = [item.path for item in items[:PROBE_IMAGES + 16]]
+    feature_spec = spec.preprocessing(plan.feature_size)
+    run_onnx_outputs(session, paths[:16], feature_spec, ["output1"])  # warm-up
+    started = time.monotonic()
+    run_onnx_outputs(session, paths[16:], feature_spec, ["output1"])
+    rate = max(1, len(paths) - 16) / max(time.monotonic() - started, 1e-6)
+    scale = rate / feature_rate(plan.feature_size)
+    replanned = make_plan(plan.backbone, plan.typical_side, missing, budget, rate_scale=scale)
+    reporter.log(f"features: measured {rate:.0f} images/s at {plan.feature_size}px "
+                 f"({scale:.2f}x the expected rate) -> {replanned.feature_size}px")
+    if replanned.feature_size == plan.feature_size:
+        return plan, stem, tail, stride
+    stem, tail, stride = split_backbone(plan.backbone, backbone, replanned.feature_size)
+    return replanned, stem, tail, stride
 
 
 def _head_from_checkpoint(train_f: np.ndarray, val_f: np.ndarray, y_train: np.ndarray, y_val: np.ndarray,

@@ -63,44 +63,62 @@ def folded_linear(standardize: Standardize, linear: nn.Linear) -> nn.Linear:
     return folded
 
 
+def _fit_lbfgs(xs: torch.Tensor, y: torch.Tensor, num_classes: int, decay: float,
+               max_iter: int = 150) -> nn.Linear:
+    linear = nn.Linear(xs.shape[1], num_classes)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(linear(xs), y) + decay * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return linear
+
+
 def train_linear_head(train_f: np.ndarray, train_y: np.ndarray, val_f: np.ndarray, val_y: np.ndarray,
-                      num_classes: int, seed: int = 0) -> tuple[nn.Linear, float, np.ndarray, float]:
+                      num_classes: int, seed: int = 0,
+                      selection_rows: int = 8000) -> tuple[nn.Linear, float, np.ndarray, float]:
     """Multinomial logistic regression with L-BFGS; the L2 strength is chosen on the validation split.
 
+    With many images the strength is chosen on a stratified-enough random subset of ``selection_rows``
+    training rows (the choice is stable; the cost is not), then the head is refitted on all rows.
     Returns (folded linear layer, val accuracy, val probabilities, chosen weight decay).
     """
+    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    x = torch.from_numpy(train_f.astype(np.float32))
+    x = torch.from_numpy(np.asarray(train_f, dtype=np.float32))
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     standardize = Standardize(mean, std)
-    xs, vs = standardize(x), standardize(torch.from_numpy(val_f.astype(np.float32)))
+    xs, vs = standardize(x), standardize(torch.from_numpy(np.asarray(val_f, dtype=np.float32)))
     y, vy = torch.from_numpy(train_y).long(), torch.from_numpy(val_y).long()
-    best: tuple[float, float, nn.Linear, np.ndarray] | None = None
-    for decay in (3e-4, 3e-3, 3e-2):
-        linear = nn.Linear(x.shape[1], num_classes)
-        nn.init.zeros_(linear.weight)
-        nn.init.zeros_(linear.bias)
-        optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=150, history_size=20,
-                                      line_search_fn="strong_wolfe")
+    subset = torch.randperm(len(xs), generator=generator)[:selection_rows] if len(xs) > selection_rows \
+        else None
 
-        def closure(linear: nn.Linear = linear, optimizer: torch.optim.LBFGS = optimizer,
-                    decay: float = decay) -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = F.cross_entropy(linear(xs), y) + decay * linear.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
+    def score(linear: nn.Linear) -> tuple[float, float, np.ndarray]:
         with torch.no_grad():
             logits = linear(vs)
-            probs = torch.softmax(logits, 1).numpy()
-            acc = float((logits.argmax(1) == vy).float().mean())
-            loss = float(F.cross_entropy(logits, vy))
+            return (float((logits.argmax(1) == vy).float().mean()), float(F.cross_entropy(logits, vy)),
+                    torch.softmax(logits, 1).numpy())
+
+    best: tuple[float, float, float, nn.Linear, np.ndarray] | None = None
+    for decay in (3e-4, 3e-3, 3e-2):
+        fit_x, fit_y = (xs, y) if subset is None else (xs[subset], y[subset])
+        linear = _fit_lbfgs(fit_x, fit_y, num_classes, decay)
+        acc, loss, probs = score(linear)
         if best is None or (acc, -loss) > (best[0], -best[1]):
-            best = (acc, loss, linear, probs)
-            chosen = decay
+            best = (acc, loss, decay, linear, probs)
     assert best is not None
-    return folded_linear(standardize, best[2]), best[0], best[3], chosen
+    acc, _, decay, linear, probs = best
+    if subset is not None:
+        linear = _fit_lbfgs(xs, y, num_classes, decay * selection_rows / len(xs))
+        acc, _, probs = score(linear)
+    return folded_linear(standardize, linear), acc, probs, decay
 
 
 def run_linear_trial(name: str, backbone_name: str, backbone: nn.Module, spec: PreprocessSpec,
