@@ -56,7 +56,7 @@ def end_run(store: MetadataStore, run_id: str, status: RunStatus, error: str | N
         RunStatus.NOT_STARTED,
     ):
         store.set_run_status(run_id, RunStatus.CANCEL_REQUESTED)
-    store.set_run_status(run_id, status, error=error)
+    store.set_run_status(run_id, status, error=error, phase=status.value.lower())
 
 
 def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +117,10 @@ class StoreReporter:
         self._thread.start()
         return self
 
+    #: Set by the worker just before it ends the run itself, so the heartbeat does not mistake the
+    #: terminal status for another process ending the run.
+    ending = False
+
     def close(self) -> None:
         """Stop the background thread and write what is still buffered."""
         self._closed.set()
@@ -151,7 +155,7 @@ class StoreReporter:
             return None
         if status is RunStatus.CANCEL_REQUESTED:
             self.request_stop("cancel requested")
-        elif status.is_terminal:
+        elif status.is_terminal and not self.ending:
             self.run_ended_elsewhere = True
             self.request_stop(f"the run was marked {status.value} by another process")
         return status

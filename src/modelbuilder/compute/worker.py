@@ -181,6 +181,7 @@ class Worker:
         if bad:
             return self._fail(f"artifacts failed verification after writing: {', '.join(bad)}")
         final = RunStatus.CANCELED if canceled else RunStatus.COMPLETED
+        reporter.ending = True
         try:
             end_run(self.store, self.job.run_id, final)
         except InvalidStateError:

@@ -59,7 +59,9 @@ def choose_backbone(architecture: str, weights: str | None) -> str:
 def feature_rate(size: int, scale: float = 1.0) -> float:
     """Expected feature-extraction images/s at ``size``; ``scale`` = measured / table rate."""
     cores = os.cpu_count() or 2
-    return _FEATURE_RATE_2CORE[size] * max(1.0, cores / 2) ** 0.8 * scale
+    nearest = min(_FEATURE_RATE_2CORE, key=lambda known: abs(known - size))
+    base = _FEATURE_RATE_2CORE[nearest] * (nearest / size) ** 2  # cost grows with the pixel count
+    return base * max(1.0, cores / 2) ** 0.8 * scale
 
 
 def make_plan(backbone: str, typical_side: int, num_images: int, budget_s: float,

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -266,8 +266,8 @@ def _run_trials(config: TrainingConfig, reporter: Reporter, plan: Plan, labels: 
                                           reporter, config.seed))
     if reporter.should_stop():
         return True
-    if linear is not None:
-        init_head = cast(nn.Linear, linear.model[1])  # type: ignore[index]
+    if linear is not None and linear.head is not None:
+        init_head = linear.head
     else:  # resumed after the linear trial: refit the (seconds-cheap) head from the cached features
         init_head = _head_from_checkpoint(feats[:n], feats[n:], y_train, y_val, len(labels), config.seed)
     remaining = clock.left(saves_to_come=2)
@@ -349,7 +349,7 @@ def _calibrate(plan: Plan, backbone: nn.Module, stem: nn.Module, tail: nn.Module
 
 
 def _head_from_checkpoint(train_f: np.ndarray, val_f: np.ndarray, y_train: np.ndarray, y_val: np.ndarray,
-                          num_classes: int, seed: int) -> nn.Linear:
+                          num_classes: int, seed: int) -> nn.Module:
     from .trials import train_linear_head
 
-    return train_linear_head(train_f, y_train, val_f, y_val, num_classes, seed)[0]
+    return train_linear_head(train_f, y_train, val_f, y_val, num_classes, seed)[4]

@@ -36,6 +36,7 @@ class TrialOutcome:
     seconds: float
     canceled: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    head: nn.Module | None = None  # linear trial: standardize + linear, unfolded (to warm-start others)
 
 
 class Standardize(nn.Module):
@@ -83,12 +84,14 @@ def _fit_lbfgs(xs: torch.Tensor, y: torch.Tensor, num_classes: int, decay: float
 
 def train_linear_head(train_f: np.ndarray, train_y: np.ndarray, val_f: np.ndarray, val_y: np.ndarray,
                       num_classes: int, seed: int = 0,
-                      selection_rows: int = 8000) -> tuple[nn.Linear, float, np.ndarray, float]:
+                      selection_rows: int = 8000,
+                      ) -> tuple[nn.Linear, float, np.ndarray, float, nn.Sequential]:
     """Multinomial logistic regression with L-BFGS; the L2 strength is chosen on the validation split.
 
     With many images the strength is chosen on a stratified-enough random subset of ``selection_rows``
     training rows (the choice is stable; the cost is not), then the head is refitted on all rows.
-    Returns (folded linear layer, val accuracy, val probabilities, chosen weight decay).
+    Returns (folded linear layer, val accuracy, val probabilities, chosen weight decay, and the same
+    head unfolded as ``Sequential(Standardize, Linear)`` — weights of a sane scale to train further).
     """
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -118,20 +121,20 @@ def train_linear_head(train_f: np.ndarray, train_y: np.ndarray, val_f: np.ndarra
     if subset is not None:
         linear = _fit_lbfgs(xs, y, num_classes, decay * selection_rows / len(xs))
         acc, _, probs = score(linear)
-    return folded_linear(standardize, linear), acc, probs, decay
+    return folded_linear(standardize, linear), acc, probs, decay, nn.Sequential(standardize, linear)
 
 
 def run_linear_trial(name: str, backbone_name: str, backbone: nn.Module, spec: PreprocessSpec,
                      features: tuple[np.ndarray, np.ndarray], labels: tuple[np.ndarray, np.ndarray],
                      num_classes: int, reporter: Reporter, seed: int) -> TrialOutcome:
     start = time.monotonic()
-    head, acc, probs, decay = train_linear_head(features[0], labels[0], features[1], labels[1],
-                                                num_classes, seed)
+    head, acc, probs, decay, unfolded = train_linear_head(features[0], labels[0], features[1], labels[1],
+                                                          num_classes, seed)
     reporter.metric("val_accuracy", acc, 1, name)
     model = nn.Sequential(copy.deepcopy(backbone), head).eval()
     return TrialOutcome(name, "linear", backbone_name, spec, model, acc, probs,
                         time.monotonic() - start,
-                        params={"weight_decay": decay, "image_size": spec.crop_size})
+                        params={"weight_decay": decay, "image_size": spec.crop_size}, head=unfolded)
 
 
 def flip_augment(x: torch.Tensor) -> torch.Tensor:
@@ -145,7 +148,7 @@ def flip_augment(x: torch.Tensor) -> torch.Tensor:
 
 def run_partial_trial(name: str, backbone_name: str, stem: nn.Module, tail: nn.Module,
                       spec: PreprocessSpec, activations: tuple[np.ndarray, np.ndarray],
-                      labels: tuple[np.ndarray, np.ndarray], init_head: nn.Linear, budget_s: float,
+                      labels: tuple[np.ndarray, np.ndarray], init_head: nn.Module, budget_s: float,
                       reporter: Reporter, seed: int, lr: float = 1e-3) -> TrialOutcome:
     """Train the tail (deeper blocks + head) on cached stem activations with flip augmentation."""
     torch.manual_seed(seed)
