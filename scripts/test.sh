@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --with-browser
 
 echo "==> ruff"
-.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff check .
 echo "==> mypy"
 .venv/bin/mypy
 echo "==> pytest"
