@@ -77,19 +77,31 @@ def fit_classifier(
     label_smoothing: float = 0.1,
     seed: int = 0,
     channels_last: bool = True,
+    freeze_batchnorm: bool = False,
+    lr_scales: list[tuple[nn.Module, float]] | None = None,
 ) -> LoopResult:
     """Train ``model`` on ``(train_x, train_y)`` for at most ``budget_s`` seconds; keep the best epoch.
 
     ``to_input`` turns a stored batch (uint8 pixels, float16 activations, ...) into the model's input;
-    ``augment`` (optional) is applied to training batches after ``to_input``.
+    ``augment`` (optional) is applied to training batches after ``to_input``. ``freeze_batchnorm``
+    keeps BatchNorm layers in eval mode (their pretrained statistics), so a warm-started head sees
+    the same features in training as in evaluation from the first step. ``lr_scales`` gives parts of
+    the model their own learning-rate factor (pretrained layers move slower than a new head).
     """
     device = pick_device()
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
     if channels_last and device.type == "cpu":
         model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    groups: list[dict[str, object]] = []
+    assigned: set[int] = set()
+    for part, scale in lr_scales or []:
+        params = [p for p in part.parameters() if p.requires_grad and id(p) not in assigned]
+        assigned.update(id(p) for p in params)
+        groups.append({"params": params, "lr_scale": scale})
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in assigned]
+    groups.append({"params": rest, "lr_scale": 1.0})
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=weight_decay)
     start = time.monotonic()
     warmup = min(0.05 * budget_s, 10.0)
     best_acc, best_state, best_probs = -1.0, copy.deepcopy(model.state_dict()), np.zeros((0, 0))
@@ -102,11 +114,15 @@ def fit_classifier(
         cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / budget_s)))
         factor = elapsed / warmup if elapsed < warmup else cosine
         for group in optimizer.param_groups:
-            group["lr"] = lr * max(factor, 0.01)
+            group["lr"] = lr * group["lr_scale"] * max(factor, 0.01)
         return elapsed
 
     while True:
         model.train()
+        if freeze_batchnorm:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         order = torch.randperm(n, generator=generator)
         total_loss, correct, seen = 0.0, 0, 0
         out_of_time = False

@@ -137,6 +137,11 @@ def run_linear_trial(name: str, backbone_name: str, backbone: nn.Module, spec: P
                         params={"weight_decay": decay, "image_size": spec.crop_size}, head=unfolded)
 
 
+#: Pretrained layers learn at this fraction of the head's rate: fast enough to adapt in a few epochs,
+#: slow enough not to wreck the features the warm-started head relies on.
+TAIL_LR_SCALE = 0.2
+
+
 def flip_augment(x: torch.Tensor) -> torch.Tensor:
     """Random horizontal flip of half the batch (images or spatial feature maps)."""
     flip = torch.rand(x.shape[0], device=x.device) < 0.5
@@ -153,12 +158,15 @@ def run_partial_trial(name: str, backbone_name: str, stem: nn.Module, tail: nn.M
     """Train the tail (deeper blocks + head) on cached stem activations with flip augmentation."""
     torch.manual_seed(seed)
     head = copy.deepcopy(init_head)
-    trainable = nn.Sequential(copy.deepcopy(tail), nn.Dropout(0.2), head)
+    tail_copy = copy.deepcopy(tail)
+    trainable = nn.Sequential(tail_copy, nn.Dropout(0.2), head)
     train_x, val_x = torch.from_numpy(activations[0]), torch.from_numpy(activations[1])
     result = fit_classifier(
         trainable, train_x=train_x, train_y=torch.from_numpy(labels[0]).long(), val_x=val_x,
         val_y=torch.from_numpy(labels[1]).long(), to_input=lambda b: b.float(), augment=flip_augment,
         budget_s=budget_s, reporter=reporter, trial=name, lr=lr, batch_size=64, seed=seed,
+        freeze_batchnorm=True,  # in train mode the batch statistics would undo the warm-started head
+        lr_scales=[(tail_copy, TAIL_LR_SCALE)],
     )
     model = nn.Sequential(copy.deepcopy(stem), trainable).eval()
     return TrialOutcome(name, "partial_finetune", backbone_name, spec, model, result.val_accuracy,
