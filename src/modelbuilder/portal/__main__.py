@@ -14,11 +14,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", default=settings.default_workspace_name())
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=settings.DEFAULT_PORTAL_PORT)
+    parser.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                        help="stop after this many seconds without a request")
     args = parser.parse_args(argv)
     from .server import serve
 
     try:
-        serve(args.workspace, host=args.host, port=args.port)
+        serve(args.workspace, host=args.host, port=args.port, idle_exit_s=args.idle_exit)
     except ModelBuilderError as exc:
         print(f"Error: {exc.message}", file=sys.stderr)
         if exc.hint:

@@ -46,6 +46,10 @@ def _is_portal(health: dict[str, Any] | None) -> bool:
     return health is not None and health.get("service") == SERVICE_NAME
 
 
+#: A portal started on demand by ``modelbuilder train`` stops after this long without a request.
+ON_DEMAND_IDLE_EXIT_S = 3600
+
+
 def start_portal_process(workspace_name: str, port: int) -> subprocess.Popen[bytes]:
     """Start ``python -m modelbuilder.portal`` detached from this process (its own session).
 
@@ -55,7 +59,7 @@ def start_portal_process(workspace_name: str, port: int) -> subprocess.Popen[byt
     log_path = portal_log_path(port)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "modelbuilder.portal"]
-    command += ["--workspace", workspace_name, "--port", str(port)]
+    command += ["--workspace", workspace_name, "--port", str(port), "--idle-exit", str(ON_DEMAND_IDLE_EXIT_S)]
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             command,

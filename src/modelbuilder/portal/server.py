@@ -6,6 +6,7 @@ import errno
 import logging
 import socket
 import sys
+from typing import Any
 
 from ..errors import InvalidStateError, require
 from ..settings import DEFAULT_PORTAL_PORT
@@ -38,8 +39,12 @@ def check_port_free(host: str, port: int) -> None:
             ) from exc
 
 
-def serve(workspace_name: str, host: str = "127.0.0.1", port: int = DEFAULT_PORTAL_PORT) -> None:
+def serve(workspace_name: str, host: str = "127.0.0.1", port: int = DEFAULT_PORTAL_PORT,
+          idle_exit_s: float | None = None) -> None:
     """Serve the portal for ``workspace_name`` until interrupted (Ctrl-C); prints its URL first.
+
+    With ``idle_exit_s`` (used for portals started on demand by ``modelbuilder train``), the server
+    stops by itself after that many seconds without a request.
 
     Raises:
         MissingDependencyError: the [portal] extra is not installed.
@@ -66,4 +71,29 @@ def serve(workspace_name: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT
     shown = f"[{host}]" if ":" in host else host
     print(f"Portal of workspace {workspace_name}: http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    if idle_exit_s:
+        _stop_when_idle(app, server, idle_exit_s)
+    server.run()
+
+
+def _stop_when_idle(app: Any, server: Any, idle_exit_s: float) -> None:
+    """Record each request's time; a daemon thread asks uvicorn to exit after ``idle_exit_s`` of quiet."""
+    import threading
+    import time
+
+    last = [time.monotonic()]
+
+    @app.middleware("http")
+    async def touch(request: Any, call_next: Any) -> Any:
+        last[0] = time.monotonic()
+        return await call_next(request)
+
+    def watch() -> None:
+        while not server.should_exit:
+            time.sleep(min(5.0, idle_exit_s / 4))
+            if time.monotonic() - last[0] > idle_exit_s:
+                logger.info("No request for %.0f s: stopping the portal", idle_exit_s)
+                server.should_exit = True
+
+    threading.Thread(target=watch, name="portal-idle-exit", daemon=True).start()
