@@ -128,3 +128,17 @@ def test_skipped_images_are_listed_in_the_evaluation(data: Path, tmp_path: Path)
     assert evaluation["skipped_images"][0]["path"].endswith("broken.png")
     with zipfile.ZipFile(tmp_path / "out" / "MLModel.zip") as archive:
         assert "manifest.json" in archive.namelist()
+
+
+def test_subsampling_keeps_every_label_and_its_share() -> None:
+    from modelbuilder.training.trainer import subsample_stratified
+
+    items = [object()] * 1000
+    y = np.array([0] * 900 + [1] * 90 + [2] * 10)
+    kept, kept_y = subsample_stratified(items, y, 100, seed=0)  # type: ignore[arg-type]
+    assert len(kept) == len(kept_y)
+    counts = np.bincount(kept_y)
+    assert counts.tolist() == [90, 9, 2]  # proportional, at least 2 per label
+    again = subsample_stratified(items, y, 100, seed=0)[1]  # type: ignore[arg-type]
+    assert np.array_equal(again, kept_y)
+    assert subsample_stratified(items, y, 5000, seed=0)[1] is y  # type: ignore[arg-type]

@@ -205,8 +205,16 @@ def _run_trials(config: TrainingConfig, reporter: Reporter, plan: Plan, labels: 
 
     items = train_items + val_items
     with tempfile.TemporaryDirectory() as tmp:
-        plan, stem, tail, stride = _calibrate(plan, backbone, stem, tail, stride, items, weights_id,
-                                              config.time_budget, reporter, Path(tmp))
+        plan, stem, tail, stride, rate = _calibrate(plan, backbone, stem, tail, stride, items, weights_id,
+                                                    config.time_budget, reporter, Path(tmp))
+        limit = int(FEATURE_SHARE_MAX * clock.left() * rate) if rate else 0
+        if rate and len(items) > limit:
+            kept = max(len(labels) * 2, limit - len(val_items))
+            reporter.log(f"features: {len(train_items)} training images would take "
+                         f"{len(items) / rate:.0f}s at {rate:.0f} images/s; using a stratified "
+                         f"{kept} of them to stay within the time budget (give more --time to use all)")
+            train_items, y_train = subsample_stratified(train_items, y_train, kept, config.seed)
+            items = train_items + val_items
         feature_spec = spec.preprocessing(plan.feature_size)
         reporter.phase("features", f"Computing {plan.backbone} features at {plan.feature_size}px")
         outputs = ("features", "stem") + (("small",) if plan.scratch_pool else ())
@@ -318,19 +326,20 @@ PROBE_IMAGES = 48
 
 def _calibrate(plan: Plan, backbone: nn.Module, stem: nn.Module, tail: nn.Module, stride: int,
                items: list[ImageItem], weights_id: str, budget: float, reporter: Reporter,
-               tmp: Path) -> tuple[Plan, nn.Module, nn.Module, int]:
+               tmp: Path) -> tuple[Plan, nn.Module, nn.Module, int, float | None]:
     """Measure the feature rate on a few images and lower the resolution if the pass would be too slow.
 
     Only when many features are missing from the cache: a second run on the same data keeps its plan.
+    Returns the (new) plan and parts, and the expected images/s at the chosen size (None: not measured).
     """
     spec = get_backbone_spec(plan.backbone)
     if not spec.needs_weights:
-        return plan, stem, tail, stride
+        return plan, stem, tail, stride, None
     cache = feature_cache_for(plan.backbone, weights_id, spec.preprocessing(plan.feature_size), "features")
     missing = sum(1 for item in items if item.sha256 not in cache)
     del cache
     if missing < 1500:
-        return plan, stem, tail, stride
+        return plan, stem, tail, stride, None
     session = ort_session(export_onnx(nn.Sequential(stem, tail), plan.feature_size, tmp / "probe.onnx"))
     paths = [item.path for item in items[:PROBE_IMAGES + 16]]
     feature_spec = spec.preprocessing(plan.feature_size)
@@ -342,10 +351,34 @@ def _calibrate(plan: Plan, backbone: nn.Module, stem: nn.Module, tail: nn.Module
     replanned = make_plan(plan.backbone, plan.typical_side, missing, budget, rate_scale=scale)
     reporter.log(f"features: measured {rate:.0f} images/s at {plan.feature_size}px "
                  f"({scale:.2f}x the expected rate) -> {replanned.feature_size}px")
+    expected = feature_rate(replanned.feature_size, scale)
     if replanned.feature_size == plan.feature_size:
-        return plan, stem, tail, stride
+        return plan, stem, tail, stride, expected
     stem, tail, stride = split_backbone(plan.backbone, backbone, replanned.feature_size)
-    return replanned, stem, tail, stride
+    return replanned, stem, tail, stride, expected
+
+
+#: Feature extraction may take at most this share of the time left; beyond it, training images are
+#: subsampled (stratified) so that the run still ends within its budget.
+FEATURE_SHARE_MAX = 0.45
+
+
+def subsample_stratified(items: list[ImageItem], y: np.ndarray, limit: int,
+                         seed: int) -> tuple[list[ImageItem], np.ndarray]:
+    """At most ``limit`` items, each label keeping its share (and at least 2), chosen reproducibly."""
+    if len(items) <= limit:
+        return items, y
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        count = max(2, int(round(len(members) * limit / len(items))))
+        keep.extend(rng.choice(members, size=min(count, len(members)), replace=False).tolist())
+    keep.sort()
+    return [items[i] for i in keep], y[keep]
+
+
+
 
 
 def _head_from_checkpoint(train_f: np.ndarray, val_f: np.ndarray, y_train: np.ndarray, y_val: np.ndarray,
