@@ -271,7 +271,7 @@ def _run_trials(config: TrainingConfig, reporter: Reporter, plan: Plan, labels: 
     linear = run("linear", {"backbone": plan.backbone, "image_size": plan.feature_size},
                  lambda: run_linear_trial("linear", plan.backbone, backbone, feature_spec,
                                           (feats[:n], feats[n:]), (y_train, y_val), len(labels),
-                                          reporter, config.seed))
+                                          reporter, config.seed, time_limit=0.15 * config.time_budget))
     if reporter.should_stop():
         return True
     if linear is not None and linear.head is not None:
