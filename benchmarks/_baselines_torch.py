@@ -91,6 +91,9 @@ def linear_head(train: tuple[list[Path], np.ndarray], test: tuple[list[Path], np
             parts += run_onnx_outputs(session, paths[start:start + chunk], preprocessing, ["output1"])
         return np.concatenate(parts) if parts else np.zeros((0, spec.feature_dim), np.float32)
 
+    # Shuffled (seeded), so that an extraction cut short by the budget still covers every label.
+    order = np.random.default_rng(seed).permutation(len(train[0]))
+    train = ([train[0][i] for i in order], train[1][order])
     # Leave ~15% of the budget for the regression; stop extracting when time is up.
     train_x = features(train[0], started + 0.85 * budget_s)
     used = len(train_x)
