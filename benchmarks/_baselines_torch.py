@@ -86,8 +86,8 @@ def linear_head(train: tuple[list[Path], np.ndarray], test: tuple[list[Path], np
     def features(paths: list[Path], deadline: float | None, chunk: int = 128) -> np.ndarray:
         parts: list[np.ndarray] = []
         for start in range(0, len(paths), chunk):
-            if deadline is not None and time.monotonic() > deadline:
-                break
+            if parts and deadline is not None and time.monotonic() > deadline:
+                break  # at least one chunk, so there is always something to fit
             parts += run_onnx_outputs(session, paths[start:start + chunk], preprocessing, ["output1"])
         return np.concatenate(parts) if parts else np.zeros((0, spec.feature_dim), np.float32)
 
