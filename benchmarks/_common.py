@@ -173,10 +173,13 @@ def git_revision() -> str | None:
     return (revision + ("+dirty" if status.stdout.strip() else "")) or None
 
 
+REVISION_AT_START = git_revision()  # the code a run imports is the code at its start
+
+
 def emit(name: str, record: dict[str, Any], results_file: Path | None = None) -> dict[str, Any]:
     """Print ``record`` as one JSON line on stdout and append it to the benchmark's results file."""
     full = {"benchmark": name, "date": _dt.datetime.now().isoformat(timespec="seconds"),
-            "revision": git_revision(), "machine": machine(), **record}
+            "revision": REVISION_AT_START, "machine": machine(), **record}
     line = json.dumps(full, sort_keys=False, default=str)
     target = results_file or RESULTS_DIR / f"{name}.jsonl"
     target.parent.mkdir(parents=True, exist_ok=True)
