@@ -52,7 +52,7 @@ def test_shipped_pipeline_reproduces_the_validation_predictions(trained: Path) -
     outputs = engine.predict_batch([item["path"] for item in items])
     for item, output in zip(items, outputs, strict=True):
         assert output.prediction == item["predicted_label"], item["path"]
-        assert max(output.score) == pytest.approx(item["score"], abs=1e-4)
+        assert max(output.score) == pytest.approx(item["score"], abs=5e-4)  # torch vs onnxruntime float32
 
 
 def test_console_app_runs_without_torch_on_a_real_image(trained: Path, tmp_path: Path) -> None:

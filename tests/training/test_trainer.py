@@ -79,7 +79,7 @@ def test_onnx_and_torch_agree_on_every_validation_image(data: Path, tmp_path: Pa
     for item in evaluation["validation_items"]:
         output = engine.predict(item["path"])
         assert output.prediction == item["predicted_label"]
-        assert max(output.score) == pytest.approx(item["score"], abs=1e-4)
+        assert max(output.score) == pytest.approx(item["score"], abs=5e-4)  # torch vs onnxruntime float32
 
 
 def test_prediction_preprocessing_equals_training_preprocessing(data: Path, tmp_path: Path) -> None:

@@ -104,7 +104,11 @@ def fit_classifier(
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=weight_decay)
     start = time.monotonic()
     warmup = min(0.05 * budget_s, 10.0)
-    best_acc, best_state, best_probs = -1.0, copy.deepcopy(model.state_dict()), np.zeros((0, 0))
+    # Score the starting point too: a warm-started model (partial fine-tuning begins at the linear
+    # head's accuracy) is kept as it is if no epoch within the budget beats it.
+    best_probs, _ = predict_probabilities(model, val_x, to_input, device=device)
+    best_acc = float((best_probs.argmax(1) == val_y.numpy()).mean()) if len(best_probs) else -1.0
+    best_state = copy.deepcopy(model.state_dict())
     epochs, bad_epochs, canceled, stopped_early = 0, 0, False, False
     n = len(train_x)
     steps_per_epoch = max(1, math.ceil(n / batch_size))
