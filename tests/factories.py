@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from PIL import Image
@@ -111,3 +114,14 @@ def write_mode_image(path: Path, mode: str, size: int = 16, fmt: str = "PNG") ->
     params: dict[str, object] = {"transparency": 0} if mode == "P" else {}
     img.save(path, fmt, **params)
     return path
+
+
+def load_test_module(relative_path: str, module_name: str) -> ModuleType:
+    """A helper module of another test folder, loaded by path (the test folders are not packages)."""
+    path = Path(__file__).resolve().parent / relative_path
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

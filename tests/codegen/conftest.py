@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from PIL import Image
 
+from factories import load_test_module
 from modelbuilder.codegen import generate_code
 from modelbuilder.pipeline import write_bundle
 
@@ -17,14 +16,7 @@ BLOCKED = ("torch", "torchvision", "timm", "onnx", "fastapi", "sqlalchemy", "ray
 
 
 def _load_onnx_factory() -> ModuleType:
-    # Shared with tests/pipeline; loaded by path because the test folders are not packages.
-    path = Path(__file__).resolve().parents[1] / "pipeline" / "onnx_factory.py"
-    spec = importlib.util.spec_from_file_location("codegen_onnx_factory", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_test_module("pipeline/onnx_factory.py", "codegen_onnx_factory")
 
 
 onnx_factory = _load_onnx_factory()

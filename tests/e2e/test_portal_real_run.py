@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from factories import make_image_folder
+from factories import load_test_module, make_image_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "e2e"
@@ -34,14 +33,7 @@ STARTING = ("NotStarted", "Queued", "Preparing")
 
 
 def _load_browser_steps() -> ModuleType:
-    """``tests/portal/browser_steps.py``, loaded by path (the test folders are not packages)."""
-    path = ROOT / "tests" / "portal" / "browser_steps.py"
-    spec = importlib.util.spec_from_file_location("e2e_browser_steps", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_test_module("portal/browser_steps.py", "e2e_browser_steps")
 
 
 steps = _load_browser_steps()

@@ -7,10 +7,8 @@ blue), so "Try the model" gives real predictions: a pure red image is predicted 
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import sys
 import time
 import zipfile
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from types import ModuleType
 import numpy as np
 from PIL import Image
 
+from factories import load_test_module
 from modelbuilder.artifacts import LocalArtifactStore
 from modelbuilder.entities import RunStatus, Workspace
 from modelbuilder.pipeline import write_bundle
@@ -28,14 +27,7 @@ from modelbuilder.training.evaluation import evaluate
 
 
 def _load_onnx_factory() -> ModuleType:
-    # Shared with tests/pipeline; loaded by path because the test folders are not packages.
-    path = Path(__file__).resolve().parents[1] / "pipeline" / "onnx_factory.py"
-    spec = importlib.util.spec_from_file_location("portal_onnx_factory", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_test_module("pipeline/onnx_factory.py", "portal_onnx_factory")
 
 
 onnx_factory = _load_onnx_factory()
