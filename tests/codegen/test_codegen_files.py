@@ -29,8 +29,27 @@ EXPECTED_FILES = {
     "Colour-Kinds.ConsoleApp/requirements.txt",
     "Colour-Kinds.ConsoleApp/README.md",
     "Colour-Kinds.ConsoleApp/sample.jpg",
+    "Colour-Kinds.WebApi/main.py",
+    "Colour-Kinds.WebApi/app.py",
+    "Colour-Kinds.WebApi/requirements.txt",
+    "Colour-Kinds.WebApi/requirements-test.txt",
+    "Colour-Kinds.WebApi/pytest.ini",
+    "Colour-Kinds.WebApi/README.md",
+    "Colour-Kinds.WebApi/sample.jpg",
+    "Colour-Kinds.WebApi/tests/conftest.py",
+    "Colour-Kinds.WebApi/tests/test_app.py",
+    "Colour-Kinds.WebApi/colour_kinds_model/__init__.py",
+    "Colour-Kinds.WebApi/colour_kinds_model/model_input.py",
+    "Colour-Kinds.WebApi/colour_kinds_model/model_output.py",
+    "Colour-Kinds.WebApi/colour_kinds_model/consume_model.py",
+    "Colour-Kinds.WebApi/colour_kinds_model/preprocess.py",
+    "Colour-Kinds.WebApi/colour_kinds_model/bestModel.onnx",
+    "Colour-Kinds.WebApi/colour_kinds_model/bestModelMap.json",
+    "Colour-Kinds.WebApi/colour_kinds_model/MLModel.zip",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "psutil", "colour_kinds_model"}
+# The Web API adds its server stack (and pytest/httpx for its own tests); still no torch or modelbuilder.
+ALLOWED_IN_WEBAPI = ALLOWED_THIRD_PARTY | {"fastapi", "starlette", "pydantic", "uvicorn", "pytest", "app"}
 
 
 def files_under(root: Path) -> set[str]:
@@ -39,16 +58,32 @@ def files_under(root: Path) -> set[str]:
 
 def test_generated_file_names(generated: dict[str, Path]) -> None:
     model_project, console_app = generated["model_project"], generated["console_app"]
-    assert set(generated) == {"model_project", "console_app"}
+    assert set(generated) == {"model_project", "console_app", "web_api"}
     assert model_project.name == "Colour-Kinds.Model" and console_app.name == "Colour-Kinds.ConsoleApp"
+    assert generated["web_api"].name == "Colour-Kinds.WebApi"
     root = model_project.parent
     assert files_under(root) == EXPECTED_FILES  # nothing else: no staging folder left behind
-    assert sorted(path.name for path in root.iterdir()) == ["Colour-Kinds.ConsoleApp", "Colour-Kinds.Model"]
+    assert sorted(path.name for path in root.iterdir()) == [
+        "Colour-Kinds.ConsoleApp",
+        "Colour-Kinds.Model",
+        "Colour-Kinds.WebApi",
+    ]
 
 
 def test_preprocess_is_a_verbatim_copy(generated: dict[str, Path]) -> None:
     copy = generated["model_project"] / "colour_kinds_model" / "preprocess.py"
     assert copy.read_bytes() == Path(preprocess_module.__file__).read_bytes()
+
+
+def test_the_web_api_carries_the_model_package_unchanged(generated: dict[str, Path]) -> None:
+    """One preprocessing and prediction code for all outputs: the Web API's package is the Model's."""
+    model_package = generated["model_project"] / "colour_kinds_model"
+    webapi_package = generated["web_api"] / "colour_kinds_model"
+    assert files_under(webapi_package) == files_under(model_package)
+    for name in files_under(model_package):
+        assert (webapi_package / name).read_bytes() == (model_package / name).read_bytes(), name
+    sample = generated["console_app"] / "sample.jpg"
+    assert (generated["web_api"] / "sample.jpg").read_bytes() == sample.read_bytes()
 
 
 def test_assets_are_the_bundle_and_its_members(generated: dict[str, Path], bundle: Path) -> None:
@@ -79,12 +114,30 @@ def test_pyproject_depends_on_onnxruntime_numpy_pillow_only(generated: dict[str,
     assert sorted(line.split(">")[0] for line in requirements) == ["Pillow", "numpy", "onnxruntime"]
 
 
+def test_web_api_requirements_are_the_server_stack_without_torch(generated: dict[str, Path]) -> None:
+    web_api = generated["web_api"]
+    requirements = (web_api / "requirements.txt").read_text(encoding="utf-8").split()
+    assert sorted(line.split(">")[0] for line in requirements) == [
+        "Pillow",
+        "fastapi",
+        "numpy",
+        "onnxruntime",
+        "python-multipart",
+        "uvicorn",
+    ]
+    test_requirements = (web_api / "requirements-test.txt").read_text(encoding="utf-8").split("\n")
+    assert test_requirements[0] == "-r requirements.txt"
+    assert sorted(line.split(">")[0] for line in test_requirements[1:] if line) == ["httpx", "pytest"]
+
+
 def test_generated_python_imports_only_the_stdlib_numpy_pillow_onnxruntime(
     generated: dict[str, Path],
 ) -> None:
     sources = sorted(generated["model_project"].rglob("*.py")) + [generated["console_app"] / "main.py"]
-    assert len(sources) == 6
-    for source in sources:
+    webapi_sources = sorted(generated["web_api"].rglob("*.py"))
+    assert len(sources) == 6 and len(webapi_sources) == 9
+    for source in sources + webapi_sources:
+        allowed = ALLOWED_IN_WEBAPI if source in webapi_sources else ALLOWED_THIRD_PARTY
         tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))  # also: it is valid Python
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -95,7 +148,7 @@ def test_generated_python_imports_only_the_stdlib_numpy_pillow_onnxruntime(
                 continue
             for module in modules:
                 top = module.split(".")[0]
-                assert top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY, (
+                assert top in sys.stdlib_module_names or top in allowed, (
                     f"{source.name} imports {module}"
                 )
         assert "$" not in source.read_text(encoding="utf-8").replace("$$", ""), (
@@ -135,6 +188,8 @@ def test_regeneration_replaces_and_overwrite_false_refuses(tmp_path: Path, bundl
     second = generate_code(tmp_path, "Again", bundle, None)
     assert second == first and not marker.exists()
     assert not (second["console_app"] / "sample.jpg").exists()
+    assert not (second["web_api"] / "sample.jpg").exists()
+    assert 'SAMPLE_IMAGE = ""' in (second["web_api"] / "tests" / "test_app.py").read_text(encoding="utf-8")
     assert 'SAMPLE_IMAGE = ""' in (second["console_app"] / "main.py").read_text(encoding="utf-8")
     with pytest.raises(AlreadyExistsError, match="already exists") as info:
         generate_code(tmp_path, "Again", bundle, None, overwrite=False)
@@ -167,3 +222,13 @@ def test_labels_are_listed_in_the_model_readme(generated: dict[str, Path]) -> No
     assert "`red`, `green`, `blue`" in readme
     assert "32 x 32" in readme
     assert "from colour_kinds_model import ModelInput, predict" in readme
+
+
+def test_web_api_readme_says_how_to_run_and_call_it(generated: dict[str, Path]) -> None:
+    readme = (generated["web_api"] / "README.md").read_text(encoding="utf-8")
+    assert "python main.py --host 127.0.0.1 --port 8080" in readme
+    assert "curl -F image=@sample.jpg http://127.0.0.1:8080/predict" in readme
+    assert '{"prediction": "red", "scores": {"red": 0.97' in readme
+    assert "`red`, `green`, `blue`" in readme and "python -m pytest" in readme
+    assert "| 413 |" in readme and "| 415 |" in readme
+    assert "$" not in readme

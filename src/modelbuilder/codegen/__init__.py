@@ -1,6 +1,7 @@
-"""Code generation: ``<Name>.Model`` and ``<Name>.ConsoleApp`` projects from an MLModel.zip.
+"""Code generation: ``<Name>.Model``, ``<Name>.ConsoleApp`` and ``<Name>.WebApi`` from an MLModel.zip.
 
-The generated code needs only onnxruntime, numpy and Pillow (never modelbuilder or torch).
+The generated code needs only onnxruntime, numpy and Pillow (the Web API also FastAPI and uvicorn),
+never modelbuilder or torch.
 """
 
 from __future__ import annotations

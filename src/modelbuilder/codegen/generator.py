@@ -1,4 +1,8 @@
-"""Generate ``<Name>.Model`` (an installable model package) and ``<Name>.ConsoleApp`` from MLModel.zip.
+"""Generate ``<Name>.Model``, ``<Name>.ConsoleApp`` and ``<Name>.WebApi`` from MLModel.zip.
+
+``<Name>.Model`` is an installable model package; ``<Name>.ConsoleApp`` imports it from the sibling
+folder; ``<Name>.WebApi`` (a FastAPI service) carries its own copy of the same package, so the Web API
+folder can be downloaded and deployed alone.
 
 Templates are plain files under ``codegen/templates`` filled with :class:`string.Template`
 (``$name`` placeholders; a literal dollar sign is written ``$$``). ``preprocess.py`` is copied
@@ -8,6 +12,7 @@ preprocesses exactly as training and :class:`~modelbuilder.pipeline.PredictionEn
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -42,6 +47,9 @@ _SAMPLE_SUFFIXES = {
 _MODEL_FILES = (
     ("model/pyproject.toml.tmpl", "pyproject.toml"),
     ("model/README.md.tmpl", "README.md"),
+)
+# The model package itself: written into <Name>.Model and, as the same files, into <Name>.WebApi.
+_PACKAGE_FILES = (
     ("model/package/__init__.py.tmpl", "{package}/__init__.py"),
     ("model/package/model_input.py.tmpl", "{package}/model_input.py"),
     ("model/package/model_output.py.tmpl", "{package}/model_output.py"),
@@ -51,6 +59,16 @@ _CONSOLE_FILES = (
     ("console/main.py.tmpl", "main.py"),
     ("console/requirements.txt.tmpl", "requirements.txt"),
     ("console/README.md.tmpl", "README.md"),
+)
+_WEBAPI_FILES = (
+    ("webapi/main.py.tmpl", "main.py"),
+    ("webapi/app.py.tmpl", "app.py"),
+    ("webapi/requirements.txt.tmpl", "requirements.txt"),
+    ("webapi/requirements-test.txt.tmpl", "requirements-test.txt"),
+    ("webapi/pytest.ini.tmpl", "pytest.ini"),
+    ("webapi/README.md.tmpl", "README.md"),
+    ("webapi/tests/conftest.py.tmpl", "tests/conftest.py"),
+    ("webapi/tests/test_app.py.tmpl", "tests/test_app.py"),
 )
 
 
@@ -69,8 +87,8 @@ def check_project_name(name: str) -> str:
         raise InvalidParameterError(
             "The 'name' parameter of generate_code must be 1-64 letters, digits, '_' or '-', "
             f"starting with a letter. Got {name!r} instead.",
-            hint="Use a name like 'Flowers' or 'defect-detector': it becomes <Name>.Model and "
-            "<Name>.ConsoleApp.",
+            hint="Use a name like 'Flowers' or 'defect-detector': it becomes <Name>.Model, "
+            "<Name>.ConsoleApp and <Name>.WebApi.",
         )
     return name
 
@@ -83,21 +101,22 @@ def generate_code(
     *,
     overwrite: bool = True,
 ) -> dict[str, Path]:
-    """Write ``<Name>.Model`` and ``<Name>.ConsoleApp`` into ``output_dir``.
+    """Write ``<Name>.Model``, ``<Name>.ConsoleApp`` and ``<Name>.WebApi`` into ``output_dir``.
 
-    Both folders are built in a staging folder next to them and then renamed into place, so a
+    All folders are built in a staging folder next to them and then renamed into place, so a
     failure leaves any earlier generation untouched.
 
     Args:
-        output_dir: the folder that receives both projects.
+        output_dir: the folder that receives the projects.
         name: the project name (see check_project_name).
         bundle_path: a verified MLModel.zip; its model and label map are copied into the package.
         sample_image: an image from the training data, copied as ``sample.<ext>`` for the console
-            app to predict when run without arguments; None for no sample.
+            app to predict when run without arguments and for the Web API's tests; None for no sample.
         overwrite: replace existing generated folders (default) instead of raising.
 
     Returns:
-        ``{"model_project": <Name>.Model folder, "console_app": <Name>.ConsoleApp folder}``.
+        ``{"model_project": <Name>.Model folder, "console_app": <Name>.ConsoleApp folder,
+        "web_api": <Name>.WebApi folder}``.
 
     Raises:
         InvalidParameterError: bad name.
@@ -107,7 +126,11 @@ def generate_code(
     """
     check_project_name(name)
     output = Path(output_dir)
-    targets = {"model_project": output / f"{name}.Model", "console_app": output / f"{name}.ConsoleApp"}
+    targets = {
+        "model_project": output / f"{name}.Model",
+        "console_app": output / f"{name}.ConsoleApp",
+        "web_api": output / f"{name}.WebApi",
+    }
     existing = [str(path) for path in targets.values() if path.exists()]
     if existing and not overwrite:
         raise AlreadyExistsError(
@@ -124,6 +147,7 @@ def generate_code(
         "distribution": package.replace("_", "-"),
         "model_dir": targets["model_project"].name,
         "console_dir": targets["console_app"].name,
+        "webapi_dir": targets["web_api"].name,
         "modelbuilder_version": modelbuilder_version(),
         "num_labels": str(len(labels)),
         "labels_text": ", ".join(f"`{label}`" for label in labels[:20])
@@ -131,21 +155,32 @@ def generate_code(
         "input_size": str(bundle.preprocessing.crop_size),
         "sample_name": f"sample{sample_suffix}" if sample_suffix else "",
         "sample_note": "" if sample_suffix else " (none was generated: give an image)",
+        "sample_file": (
+            f"\n- `sample{sample_suffix}`: an image from the training data" if sample_suffix else ""
+        ),
+        "curl_image": f"sample{sample_suffix}" if sample_suffix else "photo.jpg",
+        # Inside a JSON string in the README: escaped as JSON would.
+        "first_label": json.dumps(labels[0], ensure_ascii=False)[1:-1],
     }
     output.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.codegen-", dir=output))
     try:
         model_project = staging / targets["model_project"].name
         console_app = staging / targets["console_app"].name
+        web_api = staging / targets["web_api"].name
         _render_all(_MODEL_FILES, model_project, values)
-        package_dir = model_project / package
-        (package_dir / "preprocess.py").write_bytes(_preprocess_source())
-        (package_dir / MODEL_NAME).write_bytes(bundle.model_bytes)
-        (package_dir / LABEL_MAP_NAME).write_bytes(bundle.label_map_bytes)
-        shutil.copyfile(bundle_path, package_dir / BUNDLE_NAME)
         _render_all(_CONSOLE_FILES, console_app, values)
+        _render_all(_WEBAPI_FILES, web_api, values)
+        for project in (model_project, web_api):
+            _render_all(_PACKAGE_FILES, project, values)
+            package_dir = project / package
+            (package_dir / "preprocess.py").write_bytes(_preprocess_source())
+            (package_dir / MODEL_NAME).write_bytes(bundle.model_bytes)
+            (package_dir / LABEL_MAP_NAME).write_bytes(bundle.label_map_bytes)
+            shutil.copyfile(bundle_path, package_dir / BUNDLE_NAME)
         if sample_image is not None:
-            shutil.copyfile(sample_image, console_app / values["sample_name"])
+            for project in (console_app, web_api):
+                shutil.copyfile(sample_image, project / values["sample_name"])
         for key, target in targets.items():
             _replace_folder(staging / target.name, target)
             logger.info("Generated %s: %s", key, target)
