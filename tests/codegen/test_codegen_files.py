@@ -148,9 +148,7 @@ def test_generated_python_imports_only_the_stdlib_numpy_pillow_onnxruntime(
                 continue
             for module in modules:
                 top = module.split(".")[0]
-                assert top in sys.stdlib_module_names or top in allowed, (
-                    f"{source.name} imports {module}"
-                )
+                assert top in sys.stdlib_module_names or top in allowed, f"{source.name} imports {module}"
         assert "$" not in source.read_text(encoding="utf-8").replace("$$", ""), (
             f"unfilled template in {source}"
         )

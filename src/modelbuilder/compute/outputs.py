@@ -3,8 +3,9 @@
 The trainer writes its outputs into its work dir; ``OutputRecorder`` copies each finished one into the
 artifact store (``put_file``: temp file, fsync, rename, sha256 while copying) and only then records it in
 the metadata store, so a killed worker never leaves a half-written artifact on record. Folders
-(``<Name>.Model/``, ``<Name>.ConsoleApp/``) are stored as one zip each (``<Name>.Model.zip``, with the
-folder as its top-level entry), which is also what the portal offers for download.
+(``<Name>.Model/``, ``<Name>.ConsoleApp/``, ``<Name>.WebApi/``) are stored as one zip each
+(``<Name>.Model.zip``, with the folder as its top-level entry), which is also what the portal offers
+for download.
 
 Two small JSON artifacts describe the outputs (both versioned):
 

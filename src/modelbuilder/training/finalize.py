@@ -54,11 +54,11 @@ def finalize_outputs(config: TrainingConfig, reporter: Reporter, work_dir: Path,
     files["evaluation.json"] = atomic_write_text(work_dir / "evaluation.json",
                                                  json.dumps(evaluation, indent=1, ensure_ascii=False))
     reporter.log(format_evaluation(evaluation))
-    reporter.phase("codegen", "Generating the Model and ConsoleApp projects")
+    reporter.phase("codegen", "Generating the Model, ConsoleApp and WebApi projects")
     sample = val_items[0].path if val_items else None
     projects = generate_code(work_dir, config.project_name, files["MLModel.zip"], sample)
-    files[projects["model_project"].name] = projects["model_project"]
-    files[projects["console_app"].name] = projects["console_app"]
+    for project in projects.values():
+        files[project.name] = project
     for name, path in files.items():
         reporter.artifact(path, name)
     return evaluation, files
