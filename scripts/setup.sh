@@ -17,7 +17,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # The torch build that this machine's pip serves from local disk; pinned so no newer build is fetched.
   .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-  .venv/bin/python -m pip install -q -e ".[train,portal,dev]"
+  .venv/bin/python -m pip install -q -e ".[train,portal,ray,dev]"
   echo "$want" > "$stamp"
 fi
 

@@ -1,0 +1,184 @@
+"""Start and stop one local Ray head for tests, listening on loopback only.
+
+``ray start --head --node-ip-address 127.0.0.1`` is not enough on Ray 2.60: Ray "resolves" a loopback node
+address to the machine's outward IP, so the GCS, raylet and agents still listen on every interface (seen
+with ``ss -ltnp``). ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes Ray keep 127.0.0.1 as the node address,
+and then every port of the head binds to loopback. Every fixed default port (6379, 8265, 10001, 52365) is
+replaced by a free one so the head never collides with another Ray on the machine.
+
+The head runs ``ray start --block`` in its own session; stopping it signals exactly the processes of that
+session (found by session id), never ``ray stop``, which would stop every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Environment that pins what the head does: no usage reports, auth mode explicit, loopback node address.
+HEAD_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    # One line per event even when several workers print the same text (the backend parses lines).
+    "RAY_DEDUP_LOGS": "0",
+}
+OBJECT_STORE_BYTES = 80 * 1024 * 1024
+START_TIMEOUT_S = 120.0
+STOP_GRACE_S = 10.0
+
+
+class RayHeadError(RuntimeError):
+    """The test head could not be started."""
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that are free on 127.0.0.1 right now."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class RayHead:
+    """A running local head: its dashboard (Jobs API) address, GCS address, and the session leader."""
+
+    address: str
+    gcs_address: str
+    pid: int
+    temp_dir: Path
+    log_path: Path
+
+    def session_pids(self) -> list[int]:
+        """Every live process of the head's session (the head, GCS, raylet, agents, workers, jobs)."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.getsid(int(entry)) == self.pid:
+                    pids.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                continue
+        return pids
+
+    def stop(self) -> None:
+        """SIGTERM the session's processes, SIGKILL what is left after a short grace."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.session_pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + STOP_GRACE_S
+            while time.monotonic() < deadline and self.session_pids():
+                time.sleep(0.2)
+            if not self.session_pids():
+                break
+        try:  # reap the leader if it is our child
+            os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _ready(address: str) -> bool:
+    """The dashboard answers, the head node is alive, and the Jobs API is up."""
+    try:
+        nodes = _get_json(f"{address}/api/v0/nodes?detail=1")
+        _get_json(f"{address}/api/jobs/")
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    listed = nodes.get("data", {}).get("result", {}).get("result", []) if isinstance(nodes, dict) else []
+    return any(node.get("state") == "ALIVE" for node in listed)
+
+
+def start_ray_head(num_cpus: int = 2, num_gpus: int = 0, root: Path | None = None) -> RayHead:
+    """Start a local head and wait until it accepts jobs.
+
+    Raises:
+        RayHeadError: ray is not installed, or the head did not come up within ``START_TIMEOUT_S``.
+    """
+    ray_cli = Path(sys.executable).with_name("ray")
+    if not ray_cli.exists():
+        raise RayHeadError(f"{ray_cli} does not exist; install the ray extra: pip install -e '.[ray]'")
+    # Ray's socket paths must stay under 108 bytes: a short folder directly under /tmp.
+    temp_dir = Path(tempfile.mkdtemp(prefix="mbray-", dir=str(root) if root else "/tmp"))
+    gcs_port, dashboard_port, client_port, agent_port = free_ports(4)
+    log_path = temp_dir / "head.out"
+    command = [
+        str(ray_cli), "start", "--head", "--block",
+        "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+        "--port", str(gcs_port), "--dashboard-port", str(dashboard_port),
+        "--ray-client-server-port", str(client_port), "--dashboard-agent-listen-port", str(agent_port),
+        "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
+        "--object-store-memory", str(OBJECT_STORE_BYTES),
+        "--temp-dir", str(temp_dir), "--disable-usage-stats",
+    ]  # fmt: skip
+    env = {**os.environ, **HEAD_ENV}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    head = RayHead(
+        address=f"http://127.0.0.1:{dashboard_port}",
+        gcs_address=f"127.0.0.1:{gcs_port}",
+        pid=process.pid,
+        temp_dir=temp_dir,
+        log_path=log_path,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            head.stop()
+            raise RayHeadError(
+                f"ray start exited with code {process.returncode}: {log_path.read_text()[-2000:]}"
+            )
+        if _ready(head.address):
+            return head
+        time.sleep(0.5)
+    head.stop()
+    raise RayHeadError(
+        f"The Ray head did not come up in {START_TIMEOUT_S:.0f} s: {log_path.read_text()[-2000:]}"
+    )
+
+
+def listening_sockets(pids: list[int]) -> list[tuple[str, int, int]]:
+    """(address, port, pid) of every TCP socket that one of ``pids`` listens on (from ``ss -ltnpH``)."""
+    output = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    wanted = set(pids)
+    found = []
+    for line in output.splitlines():
+        fields = line.split()
+        if len(fields) < 6:
+            continue
+        local = fields[3]
+        address, _, port = local.rpartition(":")
+        for part in fields[5].split("pid=")[1:]:
+            pid = int(part.split(",")[0])
+            if pid in wanted:
+                found.append((address.strip("[]"), int(port), pid))
+    return found
