@@ -1,7 +1,8 @@
 """The one place where hints spell CLI commands.
 
 Errors raised below ``cli/`` tell the user what to type next. They build that text here, so a renamed command
-or option is changed once, and ``tests/test_hints.py`` parses every command built here with the real Typer app.
+or option is changed once, and ``tests/test_hints.py`` checks every call of :func:`command` in the source, and
+every command line built while the tests run, against the real Typer app.
 
     >>> command("run", "download", "3f2a9c1b", output="out/")
     'modelbuilder run download 3f2a9c1b --output out/'
@@ -15,8 +16,15 @@ import shlex
 
 PROGRAM = "modelbuilder"
 
-#: Every command line built by :func:`command` in this process, for the parse test.
+#: Every distinct command line (without the program name) built by :func:`command` in this process, for the
+#: tests that parse them with the CLI.
 BUILT: list[list[str]] = []
+
+#: Recording stops after this many distinct command lines, so a long-lived process (the portal) that keeps
+#: building hints with new run ids does not grow without bound. The test suite stays far below it.
+MAX_RECORDED = 10_000
+
+_recorded: set[tuple[str, ...]] = set()
 
 
 def _quote(word: str) -> str:
@@ -24,11 +32,20 @@ def _quote(word: str) -> str:
     return shlex.quote(word) if word else "''"
 
 
+def _record(argv: list[str]) -> None:
+    key = tuple(argv)
+    if key in _recorded or len(_recorded) >= MAX_RECORDED:
+        return
+    _recorded.add(key)
+    BUILT.append(argv)
+
+
 def command(*words: str, **options: str | int | bool | None) -> str:
     """A ``modelbuilder`` command line: positional words, then ``--option value`` pairs in the given order.
 
-    ``None`` and ``False`` options are left out; ``True`` gives a bare flag. Underscores in option names become
-    hyphens (``output_dir="x"`` → ``--output-dir x``).
+    ``None`` and ``False`` options are left out; ``True`` gives a bare flag. Underscores in option names
+    become hyphens (``output_dir="x"`` → ``--output-dir x``). Spell the command words and option names
+    literally at the call site: the tests read them from the source to check them against the CLI.
     """
     argv: list[str] = [str(word) for word in words]
     for name, value in options.items():
@@ -38,7 +55,7 @@ def command(*words: str, **options: str | int | bool | None) -> str:
         argv.append(flag)
         if value is not True:
             argv.append(str(value))
-    BUILT.append(argv)
+    _record(argv)
     return " ".join([PROGRAM, *(_quote(word) for word in argv)])
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import hints
 from ..entities import Artifact
 from ..errors import ArtifactNotFoundError, InvalidParameterError
 from ..fileio import atomic_open, sha256_file
@@ -165,7 +166,7 @@ class LocalArtifactStore(ArtifactStore):
         candidate = run_dir.joinpath(*artifact_parts(name))
         missing = ArtifactNotFoundError(
             f"Run '{run_id}' has no artifact '{name}'.",
-            hint=f"List the run's artifacts with: modelbuilder run show {run_id}",
+            hint=f"List the run's artifacts with: {hints.command('run', 'show', run_id)}",
         )
         try:
             real = candidate.resolve(strict=True)

@@ -14,6 +14,7 @@ import unicodedata
 from pathlib import PurePosixPath
 from urllib.parse import unquote
 
+from .. import hints
 from ..errors import InvalidParameterError
 
 MAX_NAME_LENGTH = 1024
@@ -92,6 +93,6 @@ def check_run_id(run_id: object) -> str:
     if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
         raise InvalidParameterError(
             f"A run id must be 1 to 64 letters, digits, '_' or '-'. Got {run_id!r} instead.",
-            hint="Use the run's full id, as printed by: modelbuilder run list",
+            hint=f"Use the run's full id, as printed by: {hints.command('run', 'list')}",
         )
     return run_id

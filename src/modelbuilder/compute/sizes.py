@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 
+from .. import hints
 from ..entities import ComputeSize
 from ..errors import NotFoundError
 
@@ -75,7 +76,7 @@ def get_size(name: str) -> ComputeSize:
         suggestion = f"Did you mean '{_BY_KEY[close[0]].name}'? " if close else ""
         raise NotFoundError(
             f"Compute size '{name}' is not in the catalog.",
-            hint=f"{suggestion}List sizes with: modelbuilder compute sizes",
+            hint=f"{suggestion}List sizes with: {hints.command('compute', 'sizes')}",
         )
     return found
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from .. import hints
 from ..entities import Compute, ProvisioningState
 from ..errors import ComputeExistsError, ComputeNotFoundError, InvalidParameterError
 from ..names import check_compute_name
@@ -22,11 +23,10 @@ def compute_exists_error(compute: Compute) -> ComputeExistsError:
     """The errored-compute rule's error: names the state and its reason, and gives both fixes."""
     reason = f" ({compute.error})" if compute.error else ""
     where = f" in workspace '{compute.workspace}'" if compute.workspace else ""
-    option = f" --workspace {compute.workspace}" if compute.workspace else ""
+    delete = hints.command("compute", "delete", compute.name, workspace=compute.workspace or None)
     return ComputeExistsError(
         f"Compute '{compute.name}' already exists{where} and is in state {compute.state.value}{reason}.",
-        hint="Create it with another name, or delete it first: "
-        f"modelbuilder compute delete {compute.name}{option}",
+        hint=f"Create it with another name, or delete it first: {delete}",
     )
 
 
@@ -120,11 +120,11 @@ class ComputeTableMixin:
         return found
 
     def _compute_not_found(self, name: str) -> ComputeNotFoundError:
-        option = f" --workspace {self.workspace}" if self.workspace else ""
+        workspace = self.workspace or None
         return ComputeNotFoundError(
             f"Compute '{name}' not found in {self._where}.",
-            hint=f"List computes with: modelbuilder compute list{option}, or create it with: "
-            f"modelbuilder compute create {name} --size SIZE{option}",
+            hint=f"List computes with: {hints.command('compute', 'list', workspace=workspace)}, or create it "
+            f"with: {hints.command('compute', 'create', name, size='SIZE', workspace=workspace)}",
         )
 
     def list_computes(self) -> list[Compute]:
