@@ -1,0 +1,145 @@
+"""Reaching a Ray cluster: its address, its token, and the dashboard's HTTP API.
+
+A ray compute's address is the head's dashboard (``http://host:8265``): the Jobs API and the state API
+(live node resources) both answer there, so provisioning needs no Ray driver connection.
+
+Security: a Ray cluster without token auth runs any code anyone sends it. A plain ``http://`` address that
+is not loopback is therefore refused unless the compute names a token (Ray's ``RAY_AUTH_MODE=token``). The
+token itself is never stored: the compute keeps the *name* of the environment variable that holds it
+(``token_ref``), and the token is read from the environment only to build the request header. ``repr`` and
+messages never show it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from ...errors import ComputeError, InvalidParameterError
+
+#: Seconds to wait for the dashboard before calling the cluster unreachable.
+HTTP_TIMEOUT_S = 10.0
+
+
+class ClusterUnreachableError(ComputeError):
+    """The Ray cluster's dashboard does not answer at the compute's address."""
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` points at this machine only (127.0.0.0/8, ::1, localhost)."""
+    host = urlsplit(address).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_address_security(compute: str, address: str, token_ref: str | None) -> None:
+    """Refuse sending code in clear to an unauthenticated cluster on the network.
+
+    Raises:
+        InvalidParameterError: a non-loopback ``http://`` (or ``ray://``) address without a token.
+    """
+    scheme = urlsplit(address).scheme
+    if scheme == "https" or is_loopback(address) or token_ref:
+        return
+    raise InvalidParameterError(
+        f"Compute '{compute}' would send training code to {address} over plain {scheme} without a token: "
+        "anyone on the network could run code on that cluster.",
+        hint="Start the cluster with RAY_AUTH_MODE=token, put its token in an environment variable "
+        "(export RAY_AUTH_TOKEN=...) and name it with --token-env RAY_AUTH_TOKEN; or reach the head "
+        "through https or an SSH tunnel to 127.0.0.1.",
+    )
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """A Ray head reached through its dashboard address; ``token_ref`` names the token's variable."""
+
+    address: str
+    token_ref: str | None = None
+    timeout_s: float = field(default=HTTP_TIMEOUT_S, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", self.address.rstrip("/"))
+
+    def headers(self) -> dict[str, str]:
+        """The request headers (the bearer token when the compute has one).
+
+        Raises:
+            InvalidParameterError: the token's environment variable is not set.
+        """
+        if not self.token_ref:
+            return {}
+        token = os.environ.get(self.token_ref, "").strip()
+        if not token:
+            raise InvalidParameterError(
+                f"The Ray cluster at {self.address} needs the token in the environment variable "
+                f"{self.token_ref}, which is not set.",
+                hint=f"Set it before running modelbuilder: export {self.token_ref}=<the cluster's token>",
+            )
+        return {"Authorization": f"Bearer {token}"}
+
+    def get_json(self, path: str) -> Any:
+        """GET a dashboard API path and parse the JSON answer.
+
+        Raises:
+            ClusterUnreachableError: no answer, a refused token, or not a Ray dashboard.
+        """
+        request = urllib.request.Request(f"{self.address}{path}", headers=self.headers())
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise ClusterUnreachableError(
+                    f"The Ray cluster at {self.address} refused the token (HTTP {exc.code}).",
+                    hint="Check the token in "
+                    + (f"${self.token_ref}." if self.token_ref else "an environment variable (--token-env)."),
+                ) from None
+            raise ClusterUnreachableError(
+                f"The Ray dashboard at {self.address} answered HTTP {exc.code} to {path}.",
+                hint="Check that the address is the head's dashboard (port 8265 by default).",
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ClusterUnreachableError(
+                f"The Ray cluster at {self.address} is not reachable ({reason}).",
+                hint="Start the head (ray start --head --dashboard-host 127.0.0.1) or fix --address.",
+            ) from None
+        except ValueError:
+            raise ClusterUnreachableError(
+                f"{self.address} answered {path} with something that is not JSON: not a Ray dashboard.",
+                hint="Give the head's dashboard address, e.g. http://127.0.0.1:8265.",
+            ) from None
+
+    def ray_version(self) -> str:
+        """The cluster's Ray version (also proves the address is a Ray dashboard)."""
+        answer = self.get_json("/api/version")
+        version = answer.get("ray_version") if isinstance(answer, dict) else None
+        if not isinstance(version, str):
+            raise ClusterUnreachableError(
+                f"{self.address} does not look like a Ray dashboard (no ray_version in /api/version).",
+                hint="Give the head's dashboard address, e.g. http://127.0.0.1:8265.",
+            )
+        return version
+
+    def job_client(self) -> Any:
+        """A ``ray.job_submission.JobSubmissionClient`` for this cluster (imports Ray)."""
+        from ray.job_submission import JobSubmissionClient
+
+        try:
+            return JobSubmissionClient(self.address, headers=self.headers())
+        except (ConnectionError, RuntimeError) as exc:
+            raise ClusterUnreachableError(
+                f"The Ray Jobs API at {self.address} is not reachable ({exc}).",
+                hint="Start the head (ray start --head --dashboard-host 127.0.0.1) or fix --address.",
+            ) from None
