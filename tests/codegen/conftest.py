@@ -13,6 +13,8 @@ from modelbuilder.codegen import generate_code
 from modelbuilder.pipeline import write_bundle
 
 BLOCKED = ("torch", "torchvision", "timm", "onnx", "fastapi", "sqlalchemy", "ray", "modelbuilder")
+# The Web API needs FastAPI (and its tests pytest); everything else stays blocked.
+WEBAPI_BLOCKED = tuple(name for name in BLOCKED if name != "fastapi")
 
 
 def _load_onnx_factory() -> ModuleType:
@@ -50,13 +52,22 @@ def generated(tmp_path_factory: pytest.TempPathFactory, bundle: Path, colour_ima
     return generate_code(output, "Colour-Kinds", bundle, colour_images["sample"])
 
 
-@pytest.fixture(scope="session")
-def blockers(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder for PYTHONPATH in which torch, modelbuilder & co. fail to import."""
-    folder = tmp_path_factory.mktemp("blockers")
-    for name in BLOCKED:
+def _blocker_folder(folder: Path, names: tuple[str, ...]) -> Path:
+    for name in names:
         (folder / name).mkdir()
         (folder / name / "__init__.py").write_text(
             f"raise ImportError('generated code must not import {name}')\n", encoding="utf-8"
         )
     return folder
+
+
+@pytest.fixture(scope="session")
+def blockers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for PYTHONPATH in which torch, modelbuilder & co. fail to import."""
+    return _blocker_folder(tmp_path_factory.mktemp("blockers"), BLOCKED)
+
+
+@pytest.fixture(scope="session")
+def webapi_blockers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like ``blockers``, but FastAPI may be imported (the Web API is built on it)."""
+    return _blocker_folder(tmp_path_factory.mktemp("webapi-blockers"), WEBAPI_BLOCKED)

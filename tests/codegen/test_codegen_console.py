@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from factories import load_test_module
 from modelbuilder.pipeline import load_model
 
-
-def run_python(args: list[str], blockers: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the venv's Python with torch, onnx, modelbuilder & co. made unimportable."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(blockers)
-    env["PYTHONNOUSERSITE"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep the shared generated tree exactly as generated
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
+run_python = load_test_module("codegen/runner.py", "codegen_runner").run_python
 
 
 def score_lines(stdout: str) -> list[tuple[str, float]]:
