@@ -15,6 +15,8 @@ _UNIT_SECONDS = {
 }
 
 ON_BAD_IMAGE = ("skip", "fail")
+#: The trial strategies ``TrainingConfig.strategies`` may name (the trainer's default set, in its order).
+STRATEGIES = ("linear", "partial_finetune", "scratch_cnn", "ensemble")
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -60,6 +62,10 @@ class TrainingConfig:
         name: the name of the generated code projects (default: the data folder's name).
         seed: makes splits, initialisation and augmentation reproducible.
         max_trials: an upper bound on trials (None: as many as the budget allows).
+        strategies: the trials to try, by registry name (None: every registered trial); unknown names
+            are refused with the list of known ones.
+        replay_plan: a recorded plan (``plan.json`` of a finished run) to run again exactly, bounded by
+            its recorded steps instead of the time budget.
     """
 
     data: str
@@ -74,6 +80,7 @@ class TrainingConfig:
     max_trials: int | None = None
     strategies: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    replay_plan: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check(isinstance(self.data, str) and bool(self.data), "data", "a path", self.data)
@@ -91,6 +98,15 @@ class TrainingConfig:
             self.max_trials is None or (isinstance(self.max_trials, int) and self.max_trials >= 1),
             "max_trials", "None or an int >= 1", self.max_trials,
         )
+        from .registry import check_strategies
+
+        if self.strategies is not None and not isinstance(self.strategies, tuple):
+            object.__setattr__(self, "strategies", tuple(self.strategies))
+        check_strategies(self.strategies)
+        if self.replay_plan is not None:
+            from .plan import check_plan_dict
+
+            check_plan_dict(self.replay_plan)
 
     @property
     def project_name(self) -> str:
@@ -145,6 +161,7 @@ class TrainingResult:
     skipped_images: list[dict[str, str]]
     evaluation: dict[str, Any]
     canceled: bool = False
+    plan: dict[str, Any] | None = None  # the executed plan (``Plan.to_dict()``), also in plan.json
 
     @property
     def model_path(self) -> Path:

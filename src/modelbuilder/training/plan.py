@@ -1,34 +1,155 @@
-"""Choices made before training: backbone, resolutions and how the time budget is shared."""
+"""The plan as data: which trials run, with what budget, resolution, batch size and expected epochs.
+
+A plan is made from measured properties of the data (image count, typical side, channels, labels) and
+the measured speed of this machine (the feature pass's rate against the backbone's reference table),
+never from a data set's name. It is re-planned before every trial from the time actually left (a busy
+machine slows a phase 2-5x), and it records what each trial executed (steps, epochs, seed, schedule), so
+a replay can run exactly that plan bounded by steps instead of time. Torch-free: the CLI and the portal
+read it as JSON.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from ..errors import WeightsError
-from .backbones import get_backbone_spec, list_backbones
+from ..errors import InvalidParameterError, WeightsError
+from ..hints import command
+from .backbone_spec import BackboneSpec, get_backbone_spec, list_backbones
 from .weights import find_weights
 
-# Measured on a 2-core AVX2 machine with onnxruntime (EfficientNet-Lite0, decode + resize + model).
-_FEATURE_RATE_2CORE = {64: 900.0, 80: 650.0, 96: 450.0, 112: 300.0, 128: 240.0, 160: 160.0, 192: 110.0,
-                       224: 85.0}
-FEATURE_SIZES = tuple(sorted(_FEATURE_RATE_2CORE, reverse=True))
+PLAN_FORMAT_VERSION = 1
 SMALL_IMAGE = 64  # images at most this big (median side) also get a from-scratch CNN trial
+FEATURE_SHARE = 0.30  # the feature pass should take at most this share of the budget
+
+#: Trial states in a plan. ``dropped``: not worth running in the time left (may come back at the next
+#: re-plan); ``resumed``: finished by an earlier attempt of the same run.
+PENDING = ("planned", "dropped")
+EXECUTED = ("completed", "canceled")
 
 
 @dataclass(frozen=True)
+class DataFacts:
+    """Measured properties of the training data (after the scan)."""
+
+    num_train: int
+    num_val: int
+    typical_side: int  # median shorter side of the training images
+    channels: int
+    num_labels: int
+
+    @property
+    def small(self) -> bool:
+        return self.typical_side <= SMALL_IMAGE
+
+
+@dataclass(frozen=True)
+class TrialEstimate:
+    """What a trial expects to cost, from the plan's facts.
+
+    Attributes:
+        weight: its share of the training time relative to the other weighted trials (0: fixed cost).
+        min_seconds: not worth running with less.
+        epoch_seconds: one pass over the training data, on this machine (0: not epoch-based).
+        fixed_seconds: a fixed-cost trial's expected seconds (taken off before sharing).
+        batch_size / image_size: what it trains with.
+    """
+
+    weight: float
+    min_seconds: float
+    epoch_seconds: float = 0.0
+    fixed_seconds: float = 0.0
+    batch_size: int = 0
+    image_size: int = 0
+
+
+@dataclass
+class PlannedTrial:
+    """One trial of the plan: the estimate it was planned with and, once run, what it executed."""
+
+    name: str
+    status: str = "planned"
+    budget_s: float = 0.0
+    image_size: int = 0
+    batch_size: int = 0
+    epoch_seconds: float = 0.0
+    epochs: float = 0.0  # expected passes over the data within budget_s
+    # Executed (filled in after the trial ran):
+    seconds: float | None = None
+    val_accuracy: float | None = None
+    seed: int | None = None
+    record: dict[str, Any] = field(default_factory=dict)  # what a replay needs: steps, horizons, ...
+
+
+@dataclass
 class Plan:
+    """Where the time goes. ``trials`` are in run order; ``revision`` counts re-plans."""
+
     backbone: str
     feature_size: int
-    scratch_pool: int | None  # the from-scratch CNN sees the input average-pooled by this; None: no trial
-    partial_share: float      # share of the post-linear time for partial fine-tuning
-    typical_side: int = 0     # median shorter side of the training images
+    scratch_pool: int | None  # the from-scratch CNN sees the input average-pooled by this
+    data: DataFacts
+    budget_s: float
+    device: str = "cpu"
+    cores: int = 1
+    speed: float = 1.0  # measured speed / the backbone's 2-core reference rates
+    feature_rate: float = 0.0  # images/s of the feature pass at feature_size (measured when known)
+    feature_seconds: float = 0.0  # expected (then measured) seconds of the feature pass
+    train_limit: int | None = None  # training images kept when the feature pass would not fit
+    trials: list[PlannedTrial] = field(default_factory=list)
+    revision: int = 0
+    replay: bool = False
+
+    @property
+    def typical_side(self) -> int:
+        return self.data.typical_side
+
+    def trial(self, name: str) -> PlannedTrial | None:
+        return next((t for t in self.trials if t.name == name), None)
 
     def describe(self) -> str:
-        trials = ["linear", "partial_finetune"] + (["scratch_cnn"] if self.scratch_pool else [])
-        return (f"backbone {self.backbone} at {self.feature_size}px; trials: {', '.join(trials)}"
-                + (f" (scratch CNN at {self.feature_size // self.scratch_pool}px)" if self.scratch_pool
-                   else ""))
+        parts = []
+        for t in self.trials:
+            if t.status in EXECUTED or t.status == "resumed":
+                parts.append(f"{t.name} ({t.status})")
+            elif t.status == "dropped":
+                parts.append(f"{t.name} (dropped: no time)")
+            elif t.epochs:
+                parts.append(f"{t.name} {t.budget_s:.0f}s ~{t.epochs:.1f} epochs @{t.image_size}px")
+            else:
+                parts.append(t.name)
+        scratch = (f"; scratch CNN at {self.feature_size // self.scratch_pool}px" if self.scratch_pool
+                   else "")
+        return (f"backbone {self.backbone} at {self.feature_size}px{scratch}; trials: "
+                f"{', '.join(parts) or 'none'}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": PLAN_FORMAT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """Raises: InvalidParameterError: not a plan of this format version."""
+        check_plan_dict(data)
+        values = {k: v for k, v in data.items() if k != "format_version"}
+        values["data"] = DataFacts(**values["data"])
+        values["trials"] = [PlannedTrial(**t) for t in values["trials"]]
+        return cls(**values)
+
+
+def check_plan_dict(data: object) -> None:
+    """Raises InvalidParameterError unless ``data`` looks like a recorded plan (``Plan.to_dict()``)."""
+    ok = (isinstance(data, dict) and data.get("format_version") == PLAN_FORMAT_VERSION
+          and isinstance(data.get("trials"), list) and isinstance(data.get("data"), dict)
+          and all(isinstance(t, dict) and "name" in t for t in data["trials"]))
+    if not ok:
+        version = data.get("format_version") if isinstance(data, dict) else None
+        raise InvalidParameterError(
+            f"The 'replay_plan' parameter must be a recorded plan (plan.json, format version "
+            f"{PLAN_FORMAT_VERSION}). Got {type(data).__name__} with format version {version!r} instead.",
+            hint="Replay a finished run by its id: " + command("train", replay="RUN_ID"),
+        )
 
 
 def choose_backbone(architecture: str, weights: str | None) -> str:
@@ -56,34 +177,93 @@ def choose_backbone(architecture: str, weights: str | None) -> str:
     )
 
 
-def feature_rate(size: int, scale: float = 1.0) -> float:
-    """Expected feature-extraction images/s at ``size``; ``scale`` = measured / table rate."""
-    cores = os.cpu_count() or 2
-    nearest = min(_FEATURE_RATE_2CORE, key=lambda known: abs(known - size))
-    base = _FEATURE_RATE_2CORE[nearest] * (nearest / size) ** 2  # cost grows with the pixel count
-    return base * max(1.0, cores / 2) ** 0.8 * scale
+def core_factor(cores: int | None = None) -> float:
+    """How much faster than the 2-core reference machine this many cores are (sub-linear)."""
+    return max(1.0, (cores or os.cpu_count() or 2) / 2) ** 0.8
 
 
-def make_plan(backbone: str, typical_side: int, num_images: int, budget_s: float,
+def feature_rate(spec: BackboneSpec, size: int, scale: float = 1.0) -> float:
+    """Expected feature-pass images/s at ``size``; ``scale`` = measured / reference rate."""
+    rates = spec.feature_rates or {spec.default_size: 100.0}
+    nearest = min(rates, key=lambda known: abs(known - size))
+    base = rates[nearest] * (nearest / size) ** 2  # cost grows with the pixel count
+    return base * core_factor() * scale
+
+
+def make_plan(backbone: str, data: DataFacts, num_images: int, budget_s: float,
               rate_scale: float = 1.0) -> Plan:
-    """Pick the feature resolution so that feature extraction takes at most ~30% of the budget.
+    """Pick the feature resolution so that the feature pass takes at most ~30% of the budget.
 
     ``num_images`` counts the images whose features are not cached yet; ``rate_scale`` corrects the
-    table of expected rates by a measurement on this machine, now (shared machines vary 2x).
+    backbone's reference rates by a measurement on this machine, now (shared machines vary 2x).
+    Trials are added by ``allocate``.
     """
     spec = get_backbone_spec(backbone)
-    if not spec.needs_weights:  # test backbones: tiny, fast
-        pool = 1 if typical_side <= SMALL_IMAGE else None
-        return Plan(backbone, spec.default_size, pool, 0.6, typical_side)
-    preferred = 112 if typical_side <= SMALL_IMAGE else 224
-    size = preferred
-    for candidate in FEATURE_SIZES:
-        if candidate > preferred:
-            continue
-        size = candidate
-        if num_images / feature_rate(candidate, rate_scale) <= 0.30 * budget_s:
+    preferred = spec.small_image_size if data.small else spec.default_size
+    sizes = [s for s in spec.feature_sizes if s <= preferred] or [min(spec.feature_sizes)]
+    size = sizes[-1]
+    for candidate in sizes:
+        if num_images / feature_rate(spec, candidate, rate_scale) <= FEATURE_SHARE * budget_s:
+            size = candidate
             break
-    small = typical_side <= SMALL_IMAGE
     # Pool the (upscaled) input back to about the images' own size: 112 -> 28 for 28-32 px images.
-    pool = max(1, round(size / max(typical_side, 16))) if small else None
-    return Plan(backbone, size, pool, 0.6 if small else 1.0, typical_side)
+    pool = max(1, round(size / max(data.typical_side, 16))) if data.small else None
+    rate = feature_rate(spec, size, rate_scale)
+    return Plan(backbone, size, pool, data, budget_s, cores=os.cpu_count() or 1, speed=rate_scale,
+                feature_rate=rate, feature_seconds=num_images / rate)
+
+
+def allocate(estimates: Iterable[tuple[str, TrialEstimate]], time_left: float) -> dict[str, float | None]:
+    """Share ``time_left`` among trials: fixed-cost ones first, the rest by weight.
+
+    A weighted trial whose share is below its ``min_seconds`` is dropped (the last such one in run
+    order first, as later trials build on earlier ones) and the time is shared again. Returns each
+    trial's budget, or None for a dropped trial.
+    """
+    items = list(estimates)
+    budgets: dict[str, float | None] = {}
+    trainable = time_left - sum(e.fixed_seconds for _, e in items if e.weight <= 0)
+    active = [(n, e) for n, e in items if e.weight > 0]
+    while active:
+        total = sum(e.weight for _, e in active)
+        shares = {n: max(0.0, trainable) * e.weight / total for n, e in active}
+        short = [n for n, e in active if shares[n] < e.min_seconds]
+        if not short:
+            budgets.update(shares)
+            break
+        active = [(n, e) for n, e in active if n != short[-1]]
+    for name, estimate in items:
+        if estimate.weight <= 0:
+            budgets[name] = estimate.fixed_seconds
+        budgets.setdefault(name, None)
+    return budgets
+
+
+def apply_estimates(plan: Plan, estimates: list[tuple[str, TrialEstimate | None]], time_left: float) -> Plan:
+    """Re-plan the pending trials of ``plan`` in place for ``time_left`` seconds; returns ``plan``.
+
+    Trials whose estimate is None do not apply to this data and are dropped.
+    """
+    usable = [(n, e) for n, e in estimates if e is not None]
+    budgets = allocate(usable, time_left)
+    by_name = dict(estimates)
+    for trial in plan.trials:
+        if trial.status not in PENDING or trial.name not in by_name:
+            continue
+        estimate, budget = by_name[trial.name], budgets.get(trial.name)
+        if estimate is None or budget is None:
+            trial.status, trial.budget_s, trial.epochs = "dropped", 0.0, 0.0
+            continue
+        trial.status, trial.budget_s = "planned", round(budget, 2)
+        trial.image_size, trial.batch_size = estimate.image_size, estimate.batch_size
+        trial.epoch_seconds = round(estimate.epoch_seconds, 4)
+        trial.epochs = round(budget / estimate.epoch_seconds, 2) if estimate.epoch_seconds else 0.0
+    plan.revision += 1
+    return plan
+
+
+__all__ = [
+    "EXECUTED", "PENDING", "PLAN_FORMAT_VERSION", "SMALL_IMAGE", "DataFacts", "Plan", "PlannedTrial",
+    "TrialEstimate", "allocate", "apply_estimates", "check_plan_dict", "choose_backbone", "core_factor",
+    "feature_rate", "make_plan",
+]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from .. import settings
 from ..errors import OfflineModeError, WeightsError
-from .backbones import BackboneSpec, list_backbones
+from .backbone_spec import BackboneSpec, offline_backbones
 
 if TYPE_CHECKING:
     import torch
@@ -65,12 +65,13 @@ def weights_available(spec: BackboneSpec) -> bool:
 
 
 def _missing_weights_error(spec: BackboneSpec, reason: str) -> WeightsError:
-    offline = [n for n in list_backbones() if n != spec.name and n != "test_tiny"]
+    offline = [n for n in offline_backbones() if n != spec.name]
+    alternative = (f", or use a backbone whose weights ship with a package: --architecture "
+                   f"{' / '.join(offline)}" if offline else "")
     return WeightsError(
         f"No pretrained weights for backbone '{spec.name}' are available offline ({reason}).",
-        hint=f"Give a weights file with --weights FILE (a state dict for timm's '{spec.timm_name}'), "
-        f"or use a backbone whose weights ship with a package: --architecture "
-        f"{' / '.join(offline) if offline else 'efficientnet_lite0'}.",
+        hint=f"Give a weights file with --weights FILE (a state dict for timm's '{spec.timm_name}')"
+        f"{alternative}.",
     )
 
 

@@ -1,0 +1,200 @@
+"""The search: make the plan, run the feature pass, then the planned trials in order, re-planning
+before each from the time actually left. A replay runs a recorded plan's trials bounded by their
+recorded steps instead."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..data import ImageItem
+from .backbone_spec import get_backbone_spec
+from .backbones import create_backbone, split_backbone
+from .checkpoint import CheckpointDir, FinishedTrial
+from .config import TrainingConfig
+from .devices import DeviceStrategy
+from .feature_pass import BackboneParts, calibrate, extract, subsample_stratified, train_limit
+from .plan import EXECUTED, PENDING, DataFacts, Plan, PlannedTrial, apply_estimates, make_plan
+from .registry import Trial, get_trial, known_trial_names
+from .reporter import Reporter
+from .trials.base import TrialContext, TrialOutcome
+from .weights import find_weights
+
+if TYPE_CHECKING:
+    from .trainer import Clock
+
+SaveTrial = Callable[[TrialOutcome, list[str], list[ImageItem], CheckpointDir, "Clock"], FinishedTrial]
+
+
+class Search:
+    """One run's search. ``plan`` is the current plan (also after the search, with what executed)."""
+
+    def __init__(self, config: TrainingConfig, reporter: Reporter, labels: list[str],
+                 checkpoints: CheckpointDir, clock: Clock, strategy: DeviceStrategy,
+                 publish: Callable[[Plan], None], save: SaveTrial) -> None:
+        self.config, self.reporter, self.labels = config, reporter, labels
+        self.checkpoints, self.clock, self.strategy = checkpoints, clock, strategy
+        self.publish, self.save = publish, save
+        self.plan: Plan | None = None
+        self.replay_records: dict[str, dict[str, Any]] = {}
+
+    def selected_trials(self) -> list[str]:
+        """The registered trials this run may try, in run order."""
+        chosen = self.config.strategies
+        return [n for n in known_trial_names() if not chosen or n in chosen]
+
+    def initial_plan(self, backbone: str, facts: DataFacts) -> Plan:
+        """The plan before the feature pass: from the data's facts, or the recorded plan to replay."""
+        if self.config.replay_plan:
+            recorded = Plan.from_dict(self.config.replay_plan)
+            self.replay_records = {t.name: t.record for t in recorded.trials if t.status in EXECUTED}
+            for name in self.replay_records:
+                get_trial(name)  # an unknown trial fails before any work
+            if recorded.data != facts:
+                self.reporter.log(f"replay: the data differs from the recorded run's ({facts} now, "
+                                  f"{recorded.data} then); accuracy may differ")
+            trials = [PlannedTrial(t.name, budget_s=t.budget_s, image_size=t.image_size,
+                                   batch_size=t.batch_size, epoch_seconds=t.epoch_seconds, epochs=t.epochs)
+                      for t in recorded.trials if t.name in self.replay_records]
+            self.plan = dataclasses.replace(recorded, trials=trials, revision=0, replay=True)
+        else:
+            self.plan = make_plan(backbone, facts, facts.num_train + facts.num_val, self.config.time_budget)
+            self.plan.trials = [PlannedTrial(name) for name in self.selected_trials()]
+        return self.plan
+
+    def run(self, plan: Plan, train_items: list[ImageItem], val_items: list[ImageItem], y_train: np.ndarray,
+            y_val: np.ndarray) -> bool:
+        """Feature pass, then the trials. Returns True if canceled."""
+        config, reporter = self.config, self.reporter
+        spec = get_backbone_spec(plan.backbone)
+        backbone = create_backbone(plan.backbone, pretrained=True, weights=config.weights).eval()
+        stem, tail, stride = split_backbone(plan.backbone, backbone, plan.feature_size)
+        source = find_weights(spec, config.weights)
+        weights_id = "random" if source is None or source.path is None else \
+            f"{source.path.name}:{source.path.stat().st_size}"
+        parts = BackboneParts(backbone, stem, tail, stride, weights_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            if not plan.replay:
+                before = plan.speed
+                plan = self.plan = calibrate(plan, parts, train_items + val_items, reporter, Path(tmp))
+                if plan.speed != before:  # measured: the pass may still be too long for the budget
+                    plan.train_limit = train_limit(plan, len(train_items) + len(val_items), len(val_items),
+                                                   len(self.labels), self.clock.left())
+            if plan.train_limit is not None and len(train_items) > plan.train_limit:
+                reporter.log(f"features: {len(train_items)} training images would take "
+                             f"{plan.feature_seconds:.0f}s at {plan.feature_rate:.0f} images/s; using a "
+                             f"stratified {plan.train_limit} of them to stay within the time budget (give "
+                             "more --time to use all)")
+                train_items, y_train = subsample_stratified(train_items, y_train, plan.train_limit,
+                                                            config.seed)
+            plan.data = dataclasses.replace(plan.data, num_train=len(train_items))
+            needs = self._needs(plan, all_pending=True)
+            if not plan.replay:
+                self._replan(plan)
+            self.publish(plan)
+            items = train_items + val_items
+            reporter.phase("features", f"Computing {plan.backbone} features at {plan.feature_size}px")
+            started = time.monotonic()
+            try:
+                arrays, computed = extract(plan, parts, items, needs, reporter, Path(tmp))
+            except InterruptedError:
+                return True
+        seconds = time.monotonic() - started
+        rate = f", {computed / seconds:.0f} images/s" if computed else ""
+        reporter.log(f"features: {len(items)} images ({computed} computed, {len(items) - computed} from "
+                     f"cache) in {seconds:.1f}s{rate}")
+        if computed:
+            reporter.metric("feature_images_per_second", computed / max(seconds, 1e-6))
+            plan.feature_rate = round(computed / max(seconds, 1e-6), 1)
+        plan.feature_seconds = round(seconds, 2)
+        return self._trials(plan, parts, arrays, len(train_items), y_train, y_val, val_items)
+
+    def _needs(self, plan: Plan, all_pending: bool = False) -> set[str]:
+        """The cached arrays of the trials still to run (that apply to this data)."""
+        needs: set[str] = set()
+        for planned in plan.trials:
+            if planned.status in PENDING:
+                trial = get_trial(planned.name)
+                if plan.replay or not all_pending or trial.estimate(plan, self.clock.left()) is not None:
+                    needs |= set(trial.needs)
+        return needs
+
+    def _replan(self, plan: Plan) -> None:
+        pending = [t for t in plan.trials if t.status in PENDING]
+        left = self.clock.left(saves_to_come=max(1, min(2, len(pending))))
+        estimates = [(t.name, get_trial(t.name).estimate(plan, left)) for t in pending]
+        apply_estimates(plan, estimates, left)
+
+    def _trials(self, plan: Plan, parts: BackboneParts, arrays: dict[str, np.ndarray], num_train: int,
+                y_train: np.ndarray, y_val: np.ndarray, val_items: list[ImageItem]) -> bool:
+        config, reporter = self.config, self.reporter
+        outcomes: dict[str, TrialOutcome] = {}
+        feature_spec = get_backbone_spec(plan.backbone).preprocessing(plan.feature_size)
+        for planned in plan.trials:
+            if reporter.should_stop():
+                break
+            if planned.status not in PENDING:
+                continue
+            if (done := self.checkpoints.done(planned.name)) is not None:
+                reporter.log(f"{planned.name}: already finished before resume ({done.val_accuracy:.4f})")
+                planned.status, planned.val_accuracy = "resumed", done.val_accuracy
+                continue
+            if len(self.checkpoints.trials) >= (config.max_trials or 99):
+                planned.status = "dropped"
+                continue
+            if not plan.replay:
+                self._replan(plan)
+            self.publish(plan)
+            if planned.status == "dropped":
+                reporter.log(f"{planned.name}: not run, it does not fit in the time left")
+                continue
+            ctx = TrialContext(config, reporter, plan, planned, self.labels, arrays, num_train, y_train,
+                               y_val, parts.backbone, parts.stem, parts.tail, feature_spec, outcomes,
+                               self.strategy, self.clock.left, self.replay_records.get(planned.name))
+            self._run_one(get_trial(planned.name), ctx, val_items)
+            for name in set(arrays) - self._needs(plan):
+                del arrays[name]  # free the largest arrays as soon as no trial to come needs them
+        self.publish(plan)
+        return reporter.should_stop()
+
+    def _run_one(self, trial: Trial, ctx: TrialContext, val_items: list[ImageItem]) -> None:
+        """Run one trial as a child run; export, check and checkpoint its model; record what it did."""
+        reporter, planned, name = self.reporter, ctx.planned, ctx.planned.name
+        # A trial that only combines others (the ensemble) is reported only when it yields a model.
+        quiet = bool(getattr(trial, "report_only_outcome", False))
+        params = {"backbone": ctx.plan.backbone, "image_size": planned.image_size or ctx.plan.feature_size,
+                  "budget_s": planned.budget_s, "batch_size": planned.batch_size,
+                  "planned_epochs": planned.epochs}
+        if not quiet:
+            reporter.phase("trial", name)
+            reporter.trial_started(name, params)
+        try:
+            outcome = trial.run(ctx)
+        except Exception:
+            planned.status = "failed"
+            if not quiet:
+                reporter.trial_ended(name, "Failed", {})
+            self.publish(ctx.plan)
+            raise
+        if outcome is None:
+            planned.status = "skipped"
+            if not quiet:
+                reporter.trial_ended(name, "Completed", {})
+            return
+        if quiet:
+            reporter.phase("trial", name)
+            reporter.trial_started(name, {**params, **outcome.params})
+        self.save(outcome, self.labels, val_items, self.checkpoints, self.clock)
+        ctx.outcomes[name] = outcome
+        status = "Canceled" if outcome.canceled else "Completed"
+        reporter.trial_ended(name, status, {"val_accuracy": outcome.val_accuracy, "seconds": outcome.seconds})
+        reporter.log(f"{name}: val_accuracy={outcome.val_accuracy:.4f} in {outcome.seconds:.1f}s")
+        planned.status = status.lower()
+        planned.seconds, planned.val_accuracy = round(outcome.seconds, 3), outcome.val_accuracy
+        planned.seed, planned.record = ctx.seed, dict(outcome.record)
