@@ -7,7 +7,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from .errors import InvalidStateError
+from . import errors
+from .errors import InvalidStateError, ModelBuilderError, TrainingError
 
 
 class RunStatus(str, Enum):
@@ -39,7 +40,10 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.NOT_STARTED: frozenset(
         {RunStatus.QUEUED, RunStatus.FAILED, RunStatus.CANCEL_REQUESTED, RunStatus.CANCELED}
     ),
-    RunStatus.QUEUED: frozenset({RunStatus.PREPARING, RunStatus.FAILED, RunStatus.CANCEL_REQUESTED}),
+    # Queued -> Canceled: nothing runs yet, so a cancel needs no worker to act on it.
+    RunStatus.QUEUED: frozenset(
+        {RunStatus.PREPARING, RunStatus.FAILED, RunStatus.CANCEL_REQUESTED, RunStatus.CANCELED}
+    ),
     RunStatus.PREPARING: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCEL_REQUESTED}),
     RunStatus.RUNNING: frozenset({RunStatus.FINALIZING, RunStatus.FAILED, RunStatus.CANCEL_REQUESTED}),
     RunStatus.FINALIZING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCEL_REQUESTED}),
@@ -140,6 +144,58 @@ class Artifact:
 
 
 @dataclass(frozen=True, slots=True)
+class RunError:
+    """Why a run failed, as data: the error's class name, its message and its hint (the fix).
+
+    A run's error crosses process boundaries (worker -> store -> CLI, portal, Python API) as these three
+    fields, so the caller can raise the same ``ModelBuilderError`` subclass the worker raised.
+    """
+
+    type: str
+    message: str
+    hint: str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> RunError:
+        """Our errors keep their class name, message and hint; anything else (a bug, an OSError) keeps
+        its type name in the text, because the user needs it to make sense of the traceback."""
+        if isinstance(exc, ModelBuilderError):
+            return cls(type(exc).__name__, exc.message, exc.hint)
+        text = str(exc).strip()
+        return cls(type(exc).__name__, f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+    @property
+    def is_expected(self) -> bool:
+        """True for a ModelBuilderError subclass of ``modelbuilder.errors`` (raised on purpose)."""
+        return self._error_class() is not None
+
+    def _error_class(self) -> type[ModelBuilderError] | None:
+        found = getattr(errors, self.type, None)
+        if isinstance(found, type) and issubclass(found, ModelBuilderError):
+            return found
+        return None
+
+    def to_exception(self) -> ModelBuilderError:
+        """The error as an exception of its own class; an unknown or unexpected type becomes a
+        TrainingError with the same text."""
+        cls = self._error_class() or TrainingError
+        # Subclasses may take other constructor arguments; build it the way unpickling does.
+        error = cls.__new__(cls)
+        ModelBuilderError.__init__(error, self.message, hint=self.hint)
+        return error
+
+    def lines(self) -> list[str]:
+        """``Error: ...`` and ``Hint: ...``: how every channel (console, run log, run show) shows it."""
+        shown = [f"Error: {self.message}"]
+        if self.hint:
+            shown.append(f"Hint: {self.hint}")
+        return shown
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
     id: str
     experiment_id: str
@@ -154,7 +210,7 @@ class Run:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     heartbeat_at: datetime | None = None
-    error: str | None = None
+    error: RunError | None = None
     phase: str | None = None
     latest_metrics: dict[str, float] = field(default_factory=dict)
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from run_helpers import new_run
 
-from modelbuilder.entities import RUN_TRANSITIONS, RunStatus
+from modelbuilder.entities import RUN_TRANSITIONS, RunError, RunStatus
 from modelbuilder.errors import (
     ExperimentNotFoundError,
     InvalidNameError,
@@ -152,7 +152,7 @@ def test_terminal_runs_never_change(store: MetadataStore, terminal: RunStatus) -
     before = store.get_run(run_id)
     for new in RunStatus:
         with pytest.raises(InvalidStateError) as info:
-            store.set_run_status(run_id, new, error="late")
+            store.set_run_status(run_id, new, error=RunError("TrainingError", "late"))
         assert "start a new run" in (info.value.hint or "")
     assert store.get_run(run_id) == before
 
@@ -171,8 +171,9 @@ def test_times_error_and_phase(store: MetadataStore, clock: Any) -> None:
     with pytest.raises(InvalidParameterError):
         store.set_run_phase(run_id, "p" * 251)
     clock.advance(5)
-    failed = store.set_run_status(run_id, RunStatus.FAILED, error="process lost")
-    assert failed.error == "process lost" and failed.ended_at is not None
+    lost = RunError("TrainingError", "process lost", "Resume it.")
+    failed = store.set_run_status(run_id, RunStatus.FAILED, error=lost)
+    assert failed.error == lost and failed.ended_at is not None
     assert failed.ended_at.timestamp() == clock.now
 
 
@@ -191,7 +192,7 @@ def test_only_one_of_racing_status_changes_wins(store: MetadataStore) -> None:
 
     def change(target: RunStatus) -> None:
         try:
-            store.set_run_status(run_id, target, error=f"by {target.value}")
+            store.set_run_status(run_id, target, error=RunError("TrainingError", f"by {target.value}"))
             outcomes.append(target.value)
         except InvalidStateError:
             outcomes.append("refused")

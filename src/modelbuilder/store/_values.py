@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..artifacts.paths import check_artifact_name
-from ..entities import Compute, Experiment, Metric, ProvisioningState, Run, RunStatus
+from ..entities import Compute, Experiment, Metric, ProvisioningState, Run, RunError, RunStatus
 from ..errors import InvalidParameterError
 
 MAX_KEY_LENGTH = 250
@@ -182,6 +182,25 @@ def experiment_from_row(row: sa.Row[Any], workspace: str) -> Experiment:
     return Experiment(id=row.id, name=row.name, workspace=workspace, created_at=to_datetime(row.created_at))  # type: ignore[arg-type]
 
 
+#: How a run's hint was packed into its error text before the error became three fields.
+_PACKED_HINT = "\nHint: "
+
+
+def run_error_from_row(row: sa.Row[Any]) -> RunError | None:
+    """The run's error from its ``error``, ``error_type`` and ``error_hint`` columns (None without one)."""
+    if row.error is None:
+        return None
+    message, hint, kind = row.error, row.error_hint, row.error_type
+    if kind is None and hint is None and _PACKED_HINT in message:
+        message, _, hint = message.partition(_PACKED_HINT)  # written by an older modelbuilder
+    return RunError(kind or "TrainingError", message, hint)
+
+
+def run_error_columns(error: RunError) -> dict[str, Any]:
+    """The columns that store a run's error."""
+    return {"error": error.message, "error_type": error.type[:100], "error_hint": error.hint}
+
+
 def run_from_row(row: sa.Row[Any], params: dict[str, Any], latest: dict[str, float]) -> Run:
     return Run(
         id=row.id,
@@ -197,7 +216,7 @@ def run_from_row(row: sa.Row[Any], params: dict[str, Any], latest: dict[str, flo
         started_at=to_datetime(row.started_at),
         ended_at=to_datetime(row.ended_at),
         heartbeat_at=to_datetime(row.heartbeat_at),
-        error=row.error,
+        error=run_error_from_row(row),
         phase=row.phase,
         latest_metrics=latest,
     )

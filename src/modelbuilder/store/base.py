@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import EllipsisType
 from typing import Any, TypeAlias
 
+from .. import hints
 from ..entities import (
     Artifact,
     Compute,
@@ -32,6 +33,7 @@ from ..entities import (
     Metric,
     ProvisioningState,
     Run,
+    RunError,
     RunStatus,
 )
 from ..errors import InvalidStateError
@@ -69,7 +71,7 @@ def check_compute_transition(name: str, current: ProvisioningState, new: Provisi
         allowed = ", ".join(sorted(s.value for s in COMPUTE_TRANSITIONS[current])) or "none"
         raise InvalidStateError(
             f"Compute '{name}' cannot go from {current.value} to {new.value}; allowed: {allowed}.",
-            hint=f"Delete it and create it again: modelbuilder compute delete {name}"
+            hint=f"Delete it and create it again: {hints.command('compute', 'delete', name)}"
             if current is ProvisioningState.FAILED
             else None,
         )
@@ -184,9 +186,12 @@ class MetadataStore(ABC):
 
     @abstractmethod
     def set_run_status(
-        self, run_id: str, status: RunStatus, *, error: str | None = None, phase: str | None = None
+        self, run_id: str, status: RunStatus, *, error: RunError | None = None, phase: str | None = None
     ) -> Run:
         """Move a run to ``status`` if the transition table allows it, and return the updated run.
+
+        This is the store's compare-and-set primitive; everything else changes a run's status through
+        ``store.lifecycle``, which knows the paths between states and what each change means.
 
         Raises:
             RunNotFoundError: no such run.

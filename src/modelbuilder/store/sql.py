@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import IntegrityError
 
-from ..entities import Experiment, ExperimentSummary, Run, RunStatus, check_run_transition
+from .. import hints
+from ..entities import Experiment, ExperimentSummary, Run, RunError, RunStatus, check_run_transition
 from ..errors import (
     ExperimentNotFoundError,
     InvalidParameterError,
@@ -82,7 +83,7 @@ class SqlAlchemyStore(ComputeTableMixin, RunRecordsMixin, MetadataStore):
             create_store_engine(self.url, busy_timeout_s=busy_timeout_s), retry_s=retry_s, what=self._where
         )
         try:
-            ensure_schema(self._tx, STORE_SCHEMA, self._where)
+            ensure_schema(self._tx, STORE_SCHEMA, self._where, workspace=workspace or None)
         except BaseException:
             self._tx.dispose()
             raise
@@ -91,7 +92,7 @@ class SqlAlchemyStore(ComputeTableMixin, RunRecordsMixin, MetadataStore):
         return f"SqlAlchemyStore({describe_url(self.url)!r}, workspace={self.workspace!r})"
 
     @property
-    def schema_version(self) -> int:
+    def schema_version(self) -> str:
         return self._tx.read(lambda conn: read_version(conn, STORE_SCHEMA, self._where))
 
     def close(self) -> None:
@@ -135,8 +136,8 @@ class SqlAlchemyStore(ComputeTableMixin, RunRecordsMixin, MetadataStore):
         if found is None:
             raise ExperimentNotFoundError(
                 f"Experiment '{name}' not found in {self._where}.",
-                hint="List experiments with: modelbuilder experiment list"
-                + (f" --workspace {self.workspace}" if self.workspace else ""),
+                hint="List experiments with: "
+                + hints.command("experiment", "list", workspace=self.workspace or None),
             )
         return found
 
@@ -258,8 +259,7 @@ class SqlAlchemyStore(ComputeTableMixin, RunRecordsMixin, MetadataStore):
     def _run_not_found(self, run_id: str) -> RunNotFoundError:
         return RunNotFoundError(
             f"Run '{run_id}' not found in {self._where}.",
-            hint="List runs with: modelbuilder run list"
-            + (f" --workspace {self.workspace}" if self.workspace else ""),
+            hint="List runs with: " + hints.command("run", "list", workspace=self.workspace or None),
         )
 
     def _resolve_run_id(self, conn: Connection, run_id: str) -> str:
@@ -335,7 +335,7 @@ class SqlAlchemyStore(ComputeTableMixin, RunRecordsMixin, MetadataStore):
         )
 
     def set_run_status(
-        self, run_id: str, status: RunStatus, *, error: str | None = None, phase: str | None = None
+        self, run_id: str, status: RunStatus, *, error: RunError | None = None, phase: str | None = None
     ) -> Run:
         status = RunStatus(status)
         values.check_text("set_run_status", "phase", phase, values.MAX_KEY_LENGTH)
@@ -357,7 +357,7 @@ class SqlAlchemyStore(ComputeTableMixin, RunRecordsMixin, MetadataStore):
                 if status.is_terminal:
                     update["ended_at"] = now
                 if error is not None:
-                    update["error"] = error
+                    update.update(values.run_error_columns(error))
                 if phase is not None:
                     update["phase"] = phase
                 # Compare-and-set: only if nobody changed the status since we read it.
