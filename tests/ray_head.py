@@ -138,7 +138,9 @@ def start_ray_head(num_cpus: int = 2, num_gpus: int = 0, root: Path | None = Non
         "--object-store-memory", str(OBJECT_STORE_BYTES),
         "--temp-dir", str(temp_dir), "--disable-usage-stats",
     ]  # fmt: skip
-    env = {**os.environ, **HEAD_ENV}
+    # As in an activated environment: the jobs' `python` is the one that has Ray and modelbuilder's deps.
+    path = f"{ray_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, **HEAD_ENV, "PATH": path}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True

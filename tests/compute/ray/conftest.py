@@ -6,12 +6,20 @@ shown (``-ra``); in CI (``CI=true``) that is a failure, never a silent skip.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from fake_trainer import TARGET, TESTS_DIR
+from modelbuilder.compute.ray.jobs import EXTRA_MODULES_ENV
 from ray_head import RayHead, RayHeadError, start_ray_head
+
+#: A JSON file describing a running head to reuse instead of starting one (local development only).
+REUSE_ENV = "MB_TEST_RAY_HEAD"
 
 
 def _in_ci() -> bool:
@@ -30,6 +38,11 @@ def ray_head() -> Iterator[RayHead]:
         import ray  # noqa: F401
     except ImportError:
         _unavailable('Ray is not installed, so the Ray backend tests cannot run: pip install -e ".[ray]"')
+    reuse = os.environ.get(REUSE_ENV)
+    if reuse:  # a developer's head, kept between test sessions: {"address", "gcs", "pid", "temp_dir", "log"}
+        info = json.loads(Path(reuse).read_text())
+        yield RayHead(info["address"], info["gcs"], info["pid"], Path(info["temp_dir"]), Path(info["log"]))
+        return
     try:
         head = start_ray_head(num_cpus=2, num_gpus=0)
     except RayHeadError as exc:
@@ -39,3 +52,13 @@ def ray_head() -> Iterator[RayHead]:
         yield head
     finally:
         head.stop()
+
+
+@pytest.fixture
+def ray_fake_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Ray jobs can import the fake trainer: shipped as a package folder with every job (py_modules)."""
+    package = tmp_path / "shipped" / "fake_trainer"
+    package.mkdir(parents=True)
+    shutil.copy(TESTS_DIR / "fake_trainer.py", package / "__init__.py")
+    monkeypatch.setenv(EXTRA_MODULES_ENV, str(package))
+    return TARGET

@@ -1,0 +1,169 @@
+"""The training job's entrypoint on the Ray cluster: ``python -m modelbuilder.compute.ray.entrypoint JOB``.
+
+``JOB`` is the job description as base64 JSON (``RayJobSpec.to_argument``). The entrypoint runs the
+trainer with an ``EventReporter`` that prints run events as lines (``events.py``) instead of writing to
+the workspace store, which the cluster cannot reach. It sends a heartbeat every ``HEARTBEAT_S`` seconds,
+writes the outputs into the job's output folder and ends with a ``result`` event that carries the sha256
+of each output, or an ``error`` event.
+
+Cancel: ``ray job stop`` sends SIGTERM; the trainer then stops at its next safe point, keeps the best
+model so far and the job still prints its (partial) result within ``RAY_JOB_STOP_WAIT_TIME_S``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .events import EventWriter, digest
+
+HEARTBEAT_S = float(os.environ.get("MODELBUILDER_RAY_HEARTBEAT_S", "10"))
+#: Progress events at most this often per task (the last one of a task always goes out).
+PROGRESS_INTERVAL_S = 1.0
+JOB_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RayJobSpec:
+    """What the cluster needs to run one training run (no store URL, no credentials).
+
+    Args:
+        run_id: the run.
+        config: ``TrainingConfig.to_dict()``; its ``data`` is a path the cluster can read, or "" when
+            the data was uploaded as the job's working directory.
+        target: ``module:function`` of the trainer.
+        output_dir: where the trainer writes its outputs ("" : a folder in the job's working directory).
+        checkpoint_dir: where it keeps checkpoints ("" : none).
+    """
+
+    run_id: str
+    config: dict[str, Any]
+    target: str
+    output_dir: str = ""
+    checkpoint_dir: str = ""
+    format_version: int = JOB_FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_argument(self) -> str:
+        return base64.urlsafe_b64encode(json.dumps(asdict(self)).encode()).decode()
+
+    @classmethod
+    def from_argument(cls, text: str) -> RayJobSpec:
+        data = json.loads(base64.urlsafe_b64decode(text.encode()))
+        if data.get("format_version") != JOB_FORMAT_VERSION:
+            raise ValueError(f"job format {data.get('format_version')!r}, expected {JOB_FORMAT_VERSION}")
+        return cls(**data)
+
+
+class EventReporter:
+    """A training ``Reporter`` that prints events; ``should_stop`` turns true on SIGTERM."""
+
+    def __init__(self, writer: EventWriter) -> None:
+        self.writer = writer
+        self.stop_requested = threading.Event()
+        self._last_progress: dict[str, float] = {}
+
+    def phase(self, name: str, message: str = "") -> None:
+        self.writer.emit("phase", name=name, message=message)
+
+    def progress(self, task: str, completed: int, total: int | None) -> None:
+        now = time.monotonic()
+        done = total is not None and completed >= total
+        if not done and now - self._last_progress.get(task, 0.0) < PROGRESS_INTERVAL_S:
+            return
+        self._last_progress[task] = now
+        self.writer.emit("progress", task=task, completed=completed, total=total)
+
+    def metric(self, key: str, value: float, step: int = 0, trial: str | None = None) -> None:
+        self.writer.emit("metric", key=key, value=float(value), step=int(step), trial=trial)
+
+    def log(self, line: str) -> None:
+        self.writer.emit("log", line=line)
+
+    def trial_started(self, trial: str, params: dict[str, Any]) -> None:
+        self.writer.emit("trial_started", trial=trial, params=params)
+
+    def trial_ended(self, trial: str, status: str, metrics: dict[str, float]) -> None:
+        self.writer.emit("trial_ended", trial=trial, status=status, metrics=metrics)
+
+    def artifact(self, path: Path, name: str) -> None:
+        # Outputs travel once, with their digests, in the final result event.
+        pass
+
+    def should_stop(self) -> bool:
+        return self.stop_requested.is_set()
+
+
+def _heartbeats(writer: EventWriter, done: threading.Event) -> None:
+    while not done.wait(HEARTBEAT_S):
+        writer.emit("heartbeat")
+
+
+def run(spec: RayJobSpec, writer: EventWriter) -> int:
+    """Run the trainer of ``spec``; 0 when it produced a result (complete or canceled), else 1."""
+    from ...errors import ModelBuilderError
+    from ...training.config import TrainingConfig
+    from ..outputs import result_to_dict
+    from ..worker import load_target
+
+    reporter = EventReporter(writer)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        reporter.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    done = threading.Event()
+    threading.Thread(target=_heartbeats, args=(writer, done), name="mb-heartbeat", daemon=True).start()
+    writer.emit("started", pid=os.getpid(), host=os.uname().nodename, cwd=os.getcwd())
+    try:
+        config_data = dict(spec.config)
+        if not config_data.get("data"):
+            config_data["data"] = os.getcwd()  # the data folder was uploaded as the working directory
+        config = TrainingConfig.from_dict(config_data)
+        output_dir = Path(spec.output_dir or Path.cwd().parent / f"mb-output-{spec.run_id}")
+        output_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else None
+        if checkpoint_dir is not None:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        trainer = load_target(spec.target)
+        result = trainer(config, reporter, output_dir, checkpoint_dir=checkpoint_dir)
+        digests = {name: digest(path) for name, path in sorted(result.files.items())}
+        writer.emit(
+            "result",
+            result=result_to_dict(result),
+            output_dir=str(output_dir),
+            sha256=digests,
+            files={name: str(path) for name, path in result.files.items()},
+        )
+        return 0
+    except BaseException as exc:  # the job's last word: how it failed
+        hint = exc.hint if isinstance(exc, ModelBuilderError) else None
+        message = exc.message if isinstance(exc, ModelBuilderError) else str(exc) or type(exc).__name__
+        if not isinstance(exc, ModelBuilderError):
+            writer.emit("log", line=traceback.format_exc().rstrip())
+        writer.emit("error", type=type(exc).__name__, message=message, hint=hint)
+        return 1
+    finally:
+        done.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m modelbuilder.compute.ray.entrypoint JOB\n")
+        return 2
+    return run(RayJobSpec.from_argument(args[0]), EventWriter())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
