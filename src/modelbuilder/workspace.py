@@ -23,6 +23,7 @@ from typing import Any
 
 from . import entities, settings
 from .compute.backend import WorkerHandle
+from .compute.spec import ComputeSpec
 from .entities import Metric, RunStatus
 from .errors import AlreadyExistsError, TrainingError
 from .services import computes as compute_service
@@ -174,18 +175,29 @@ class Workspace:
         *,
         size: str,
         backend: str = "local",
+        address: str | None = None,
         min_nodes: int = 0,
         max_nodes: int = 1,
         idle_seconds_before_scaledown: int = 1800,
     ) -> entities.Compute:
         """Provision a compute; it comes back ``Succeeded`` or ``Failed`` with its error (and is kept).
 
+        ``address`` is where the backend reaches the compute (a Ray dashboard, ``http://HOST:8265``).
+
         Raises:
-            InvalidNameError, NotFoundError (size), InvalidParameterError, ComputeExistsError.
+            InvalidNameError, NotFoundError (size), InvalidParameterError, MissingDependencyError (the
+            backend's extra), ComputeExistsError.
         """
-        return compute_service.create_compute(
-            self.session, name, size, backend, min_nodes, max_nodes, idle_seconds_before_scaledown
+        spec = ComputeSpec.create(
+            name,
+            size,
+            backend=backend,
+            address=address,
+            min_nodes=min_nodes,
+            max_nodes=max_nodes,
+            idle_seconds_before_scaledown=idle_seconds_before_scaledown,
         )
+        return compute_service.create_compute(self.session, spec)
 
     @property
     def computes(self) -> dict[str, entities.Compute]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -13,16 +12,20 @@ import psutil
 import pytest
 
 from modelbuilder.compute import (
-    LOST_EXIT_CODE,
+    ComputeSpec,
     LocalBackend,
     LocalWorkerHandle,
     TrainingJob,
     WorkerRecord,
-    get_compute_backend,
-    register_compute_backend,
+    WorkerState,
+    get_backend,
+    register_backend,
 )
+from modelbuilder.compute.backend import unregister_backend
 from modelbuilder.compute.job import JOB_FORMAT_VERSION, RunFolders
-from modelbuilder.errors import InvalidParameterError
+from modelbuilder.errors import InvalidParameterError, MissingDependencyError
+
+LOCAL = ComputeSpec.create("local", "local")
 
 
 def _job(tmp_path: Path, run_id: str = "run0001") -> TrainingJob:
@@ -32,7 +35,6 @@ def _job(tmp_path: Path, run_id: str = "run0001") -> TrainingJob:
         store_url=f"sqlite:///{tmp_path / 'ws.db'}",
         artifact_root=str(tmp_path / "artifacts"),
         config={"data": str(tmp_path / "data")},
-        state_dir=str(tmp_path / "workers" / run_id),
     )
 
 
@@ -40,7 +42,7 @@ def _start_sleeper(job: TrainingJob, script: str) -> LocalWorkerHandle:
     """A worker-like process (own session, recorded like LocalBackend records it) that runs ``script``."""
     import subprocess
 
-    state_dir = Path(job.state_dir)
+    state_dir = RunFolders.of_job(job).state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     popen = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     record = WorkerRecord(job.run_id, popen.pid, create_time=psutil.Process(popen.pid).create_time())
@@ -74,19 +76,40 @@ def test_run_folders_layout(tmp_path: Path) -> None:
     assert folders.job_path.parent == folders.worker_path.parent == folders.state_dir
     assert folders.checkpoint_dir() == tmp_path / "checkpoints" / "abc123"
     assert folders.checkpoint_dir("origin") == tmp_path / "checkpoints" / "origin"
+    # The local backend places a job's files next to its workspace's artifact root.
+    assert RunFolders.of_job(_job(tmp_path, "abc123")) == RunFolders(tmp_path, "abc123")
 
 
-def test_unknown_backend_names_the_known_ones_and_the_ray_extra() -> None:
-    assert isinstance(get_compute_backend("local"), LocalBackend)
-    with pytest.raises(InvalidParameterError, match="known: .*local") as info:
-        get_compute_backend("ray")
+def test_the_job_carries_no_local_folders(tmp_path: Path) -> None:
+    data = _job(tmp_path).to_dict()
+    assert not {"state_dir", "checkpoint_dir", "work_dir", "log_path"} & set(data)
+    resumed = TrainingJob(**{**data, "run_id": "run0002", "checkpoint_key": "run0001"})
+    assert (_job(tmp_path).checkpoint_owner, resumed.checkpoint_owner) == ("run0001", "run0001")
+
+
+def test_unknown_backend_names_the_known_ones() -> None:
+    assert isinstance(get_backend("local"), LocalBackend)
+    with pytest.raises(InvalidParameterError, match="must be one of .*local.*ray") as info:
+        get_backend("quantum")
+    assert "local" in (info.value.hint or "")
+
+
+def test_ray_without_its_extra_gives_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # "import ray" raises ImportError, as without the extra
+    with pytest.raises(MissingDependencyError) as info:
+        get_backend("ray")
     assert 'pip install "modelbuilder[ray]"' in (info.value.hint or "")
+    with pytest.raises(MissingDependencyError):
+        ComputeSpec.create("gpu-a", "Standard_NC12", backend="ray", address="http://127.0.0.1:8265")
 
 
-def test_register_compute_backend_replaces_the_factory() -> None:
+def test_register_backend_replaces_the_factory() -> None:
     custom = LocalBackend(python="/usr/bin/python3")
-    register_compute_backend("custom-test", lambda: custom)
-    assert get_compute_backend("custom-test") is custom
+    register_backend("custom-test", lambda: custom)
+    try:
+        assert get_backend("custom-test") is custom
+    finally:
+        unregister_backend("custom-test")
 
 
 def _wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -107,30 +130,30 @@ def test_worker_runs_in_its_own_session_and_kill_takes_its_children(tmp_path: Pa
     _wait_for(lambda: (tmp_path / "child.pid").exists() and (tmp_path / "child.pid").read_text() != "")
     grandchild = int((tmp_path / "child.pid").read_text())
     assert os.getsid(handle.pid) == handle.pid != os.getsid(0)  # Ctrl-C in our terminal does not reach it
-    assert handle.poll() is None
+    assert handle.status().state is WorkerState.RUNNING
 
-    seen_elsewhere = LocalBackend.find_worker_in(Path(_job(tmp_path).state_dir))
+    seen_elsewhere = LocalBackend().find(_job(tmp_path), LOCAL)
     assert seen_elsewhere is not None and seen_elsewhere.pid == handle.pid
-    assert seen_elsewhere.poll() is None
+    assert seen_elsewhere.status().state is WorkerState.RUNNING
 
     handle.kill()
-    assert handle.poll() == -signal.SIGKILL
-    assert "killed by SIGKILL" in handle.describe_exit()
+    killed = handle.status()
+    assert killed.state is WorkerState.STOPPED and "killed by SIGKILL" in killed.detail
     _wait_for(lambda: not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie")
     # Another process sees the worker gone (our un-reaped child would be a zombie: also gone).
-    assert seen_elsewhere.poll() == LOST_EXIT_CODE
-    assert "is gone" in seen_elsewhere.describe_exit()
+    gone = seen_elsewhere.status()
+    assert gone.state is WorkerState.LOST and "is gone" in gone.detail
     seen_elsewhere.kill()  # nothing left to kill: no error
 
 
 def test_recorded_worker_with_a_recycled_pid_counts_as_gone(tmp_path: Path) -> None:
     me = psutil.Process(os.getpid())
     recycled = WorkerRecord("r1", os.getpid(), create_time=me.create_time() - 3600)
-    assert LocalWorkerHandle(recycled).poll() == LOST_EXIT_CODE
+    assert LocalWorkerHandle(recycled).status().state is WorkerState.LOST
     alive = WorkerRecord("r1", os.getpid(), create_time=me.create_time())
-    assert LocalWorkerHandle(alive).poll() is None
+    assert LocalWorkerHandle(alive).status().state is WorkerState.RUNNING
     elsewhere = WorkerRecord("r1", 999_999, host="another-host")
-    assert LocalWorkerHandle(elsewhere).poll() is None  # cannot see it: heartbeats decide
+    assert LocalWorkerHandle(elsewhere).status().state is WorkerState.RUNNING  # heartbeats decide
 
 
 def test_worker_record_round_trip_and_missing(tmp_path: Path) -> None:
@@ -144,9 +167,14 @@ def test_worker_record_round_trip_and_missing(tmp_path: Path) -> None:
 
 def test_local_backend_starts_the_worker_module_and_records_it(tmp_path: Path) -> None:
     job = _job(tmp_path)  # its store URL points at a file that is no workspace: the worker exits 1
-    handle = LocalBackend().start(job)
-    assert handle.wait(60) == 1
-    folders = Path(job.state_dir)
-    assert (folders / "job.json").is_file()
-    assert WorkerRecord.find(folders / "worker.json") == handle.record
-    assert (folders / "worker.out").read_text()  # the worker's output is kept for crash analysis
+    folders = RunFolders.of_job(job)
+    assert not folders.state_dir.exists()  # nothing local is needed before the backend is asked
+    assert LocalBackend().find(job, LOCAL) is None
+    handle = LocalBackend().start(job, LOCAL)
+    ended = handle.wait(60)
+    assert ended.state is WorkerState.FAILED and "exited with code 1" in ended.detail
+    assert TrainingJob.load(folders.job_path) == job  # the worker's own input
+    assert WorkerRecord.find(folders.worker_path) == handle.record
+    assert folders.output_path.read_text()  # the worker's output is kept for crash analysis
+    found = LocalBackend().find(job, LOCAL)
+    assert found is not None and found.record == handle.record

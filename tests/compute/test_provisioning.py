@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from modelbuilder.compute import provisioning
+from modelbuilder.compute import ComputeSpec, Fit, LocalBackend, provisioning, register_backend
+from modelbuilder.compute.backend import unregister_backend
 from modelbuilder.compute.provisioning import (
-    BackendRules,
     MachineCapacity,
     check_local_fit,
     delete_compute,
     ensure_local_compute,
-    get_backend_rules,
     provision_compute,
-    register_backend,
 )
 from modelbuilder.compute.sizes import get_size
-from modelbuilder.entities import Compute, ComputeSize, ProvisioningState
+from modelbuilder.compute.spec import is_loopback_address
+from modelbuilder.entities import Compute, ProvisioningState
 from modelbuilder.errors import (
     BackendUnavailableError,
     ComputeError,
@@ -115,13 +114,20 @@ def test_a_failing_or_missing_nvidia_smi_means_no_gpus(
 # --- the errored-compute scenario -----------------------------------------------------------------
 
 
+def _provision(
+    store: SqlAlchemyStore, name: str, size: str, capacity: MachineCapacity | None = LAPTOP, **options: object
+) -> Compute:
+    spec = ComputeSpec.create(name, size, **options)  # type: ignore[arg-type]
+    return provision_compute(store, spec, backend=LocalBackend(capacity=capacity))
+
+
 def test_errored_compute_end_to_end(store: SqlAlchemyStore) -> None:
-    failed = provision_compute(store, "gpu-1", "Standard_NC12", capacity=LAPTOP)
+    failed = _provision(store, "gpu-1", "Standard_NC12")
     assert failed.state is P.FAILED and failed.error and "needs 2 GPUs, this machine has 0" in failed.error
     assert store.get_compute("gpu-1") == failed  # kept, with its error
 
     with pytest.raises(ComputeExistsError) as info:
-        provision_compute(store, "gpu-1", "Standard_D2s_v3", capacity=LAPTOP)
+        _provision(store, "gpu-1", "Standard_D2s_v3")
     assert "state Failed" in str(info.value) and "needs 2 GPUs, this machine has 0" in str(info.value)
     hint = info.value.hint or ""
     assert "Create it with another name" in hint and "modelbuilder compute delete gpu-1" in hint
@@ -129,99 +135,186 @@ def test_errored_compute_end_to_end(store: SqlAlchemyStore) -> None:
     assert delete_compute(store, "gpu-1") == failed
     assert store.find_compute("gpu-1") is None
 
-    fitted = provision_compute(store, "gpu-1", "Standard_D2s_v3", capacity=LAPTOP)
+    fitted = _provision(store, "gpu-1", "Standard_D2s_v3")
     assert (fitted.state, fitted.error, fitted.size) == (P.SUCCEEDED, None, "Standard_D2s_v3")
-    assert provision_compute(store, "cpu-2", "LOCAL", capacity=LAPTOP).state is P.SUCCEEDED
+    assert _provision(store, "cpu-2", "LOCAL").state is P.SUCCEEDED
 
 
 def test_errored_compute_on_this_machine(store: SqlAlchemyStore) -> None:
     here = MachineCapacity.detect()
     if here.gpus >= 2 and here.cores >= 12:
         pytest.skip("this machine can host Standard_NC12")
-    failed = provision_compute(store, "nc12", "standard_nc12")
+    failed = provision_compute(store, ComputeSpec.create("nc12", "standard_nc12"))  # the registered backend
     assert failed.state is P.FAILED and failed.size == "Standard_NC12" and failed.error
     assert ("GPU" in failed.error) == (here.gpus < 2)
     with pytest.raises(ComputeExistsError, match="state Failed"):
-        provision_compute(store, "nc12", "local")
+        provision_compute(store, ComputeSpec.create("nc12", "local"))
     delete_compute(store, "nc12")
-    assert provision_compute(store, "nc12", "local").state is P.SUCCEEDED
+    assert provision_compute(store, ComputeSpec.create("nc12", "local")).state is P.SUCCEEDED
 
 
-def test_provisioning_goes_through_creating(store: SqlAlchemyStore) -> None:
+class ScriptedBackend(LocalBackend):
+    """A local backend whose check is a test's function."""
+
+    name = "scripted"
+    max_nodes = None
+    accepts_local_size = False
+
+    def __init__(
+        self, check: Callable[[ComputeSpec], Fit], teardown: Callable[[ComputeSpec], None] | None = None
+    ) -> None:
+        super().__init__()
+        self._check, self._teardown = check, teardown
+
+    def validate(self, spec: ComputeSpec) -> None:
+        pass  # an address is optional here: the generic address rules are what is tested
+
+    def check(self, spec: ComputeSpec) -> Fit:
+        return self._check(spec)
+
+    def teardown(self, spec: ComputeSpec) -> None:
+        if self._teardown is not None:
+            self._teardown(spec)
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., None]]:
+    """Registers the ``scripted`` backend with the given check and teardown."""
+
+    def register(
+        check: Callable[[ComputeSpec], Fit], teardown: Callable[[ComputeSpec], None] | None = None
+    ) -> None:
+        register_backend("scripted", lambda: ScriptedBackend(check, teardown))
+
+    yield register
+    unregister_backend("scripted")
+
+
+def test_provisioning_goes_through_creating(store: SqlAlchemyStore, scripted: Callable[..., None]) -> None:
     seen: list[Compute] = []
 
-    def spy(compute: Compute, size: ComputeSize) -> str | None:
-        seen.append(store.get_compute(compute.name))
-        return None
+    def spy(spec: ComputeSpec) -> Fit:
+        seen.append(store.get_compute(spec.name))
+        return Fit.ok()
 
-    done = provision_compute(store, "spied", "Standard_NC24", fit_check=spy, min_nodes=0, max_nodes=1)
+    scripted(spy)
+    done = provision_compute(store, ComputeSpec.create("spied", "Standard_NC24", backend="scripted"))
     assert [c.state for c in seen] == [P.CREATING] and done.state is P.SUCCEEDED
 
 
-def test_fit_check_errors_become_the_reason(store: SqlAlchemyStore) -> None:
-    def unreachable(compute: Compute, size: ComputeSize) -> str | None:
-        raise BackendUnavailableError("Ray cluster at ray://10.0.0.1:10001 is not reachable.")
+def test_fit_check_errors_become_the_reason(store: SqlAlchemyStore, scripted: Callable[..., None]) -> None:
+    def unreachable(spec: ComputeSpec) -> Fit:
+        raise BackendUnavailableError("Ray cluster at http://10.0.0.1:8265 is not reachable.")
 
-    failed = provision_compute(store, "ray-1", "Standard_NC12", fit_check=unreachable)
+    scripted(unreachable)
+    failed = provision_compute(store, ComputeSpec.create("ray-1", "Standard_NC12", backend="scripted"))
     assert failed.state is P.FAILED and "not reachable" in (failed.error or "")
 
-    def broken(compute: Compute, size: ComputeSize) -> str | None:
+    def broken(spec: ComputeSpec) -> Fit:
         raise RuntimeError("bug")
 
+    scripted(broken)
     with pytest.raises(RuntimeError, match="bug"):
-        provision_compute(store, "ray-2", "Standard_NC12", fit_check=broken)
+        provision_compute(store, ComputeSpec.create("ray-2", "Standard_NC12", backend="scripted"))
     assert store.get_compute("ray-2").state is P.FAILED  # never left in Creating
     assert "bug" in (store.get_compute("ray-2").error or "")
 
 
-def test_bad_requests_create_nothing(store: SqlAlchemyStore) -> None:
-    cases: list[tuple[dict[str, object], type[Exception]]] = [
-        ({"name": "g"}, InvalidNameError),
-        ({"name": "a" * 17}, InvalidNameError),
-        ({"size": "Standard_NC13"}, NotFoundError),
-        ({"backend": "ray"}, InvalidParameterError),
-        ({"backend": "quantum"}, InvalidParameterError),
-        ({"max_nodes": 4}, InvalidParameterError),
-        ({"min_nodes": 2, "max_nodes": 1}, InvalidParameterError),
+def test_bad_specs_are_refused_before_anything_is_created(store: SqlAlchemyStore) -> None:
+    cases: list[tuple[dict[str, object], type[Exception], str]] = [
+        ({"name": "g"}, InvalidNameError, "2 to 16"),
+        ({"name": "a" * 17}, InvalidNameError, "2 to 16"),
+        ({"size": "Standard_NC13"}, NotFoundError, "not in the catalog"),
+        ({"backend": "quantum"}, InvalidParameterError, "must be one of"),
+        ({"max_nodes": 4}, InvalidParameterError, "at most 1 on the local backend"),
+        ({"min_nodes": 2, "max_nodes": 1}, InvalidParameterError, "at most max_nodes"),
+        ({"min_nodes": -1}, InvalidParameterError, "at least 0"),
+        ({"idle_seconds_before_scaledown": 1.5}, InvalidParameterError, "integer"),
+        ({"address": "http://127.0.0.1:8265"}, InvalidParameterError, "has no address"),
+        ({"token_ref": "s3cr3t-t0ken!"}, InvalidParameterError, "environment variable"),
     ]
-    for overrides, error in cases:
+    for overrides, error, text in cases:
         arguments: dict[str, object] = {"name": "ok-name", "size": "Standard_D2s_v3", **overrides}
-        with pytest.raises(error):
-            provision_compute(store, capacity=LAPTOP, **arguments)  # type: ignore[arg-type]
+        with pytest.raises(error, match=text) as info:
+            ComputeSpec.create(**arguments)  # type: ignore[arg-type]
+        assert info.value.hint  # type: ignore[attr-defined]
     assert store.list_computes() == []
-    with pytest.raises(InvalidParameterError) as info:
-        get_backend_rules("ray")
-    assert 'pip install "modelbuilder[ray]"' in (info.value.hint or "")
 
 
-def test_a_registered_backend_brings_its_own_rules(store: SqlAlchemyStore) -> None:
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("127.0.0.1:8265", "HOST:PORT"),
+        ("ftp://host:21", "HOST:PORT"),
+        ("http://", "HOST:PORT"),
+        ("http://host:99999", "out of range"),
+        ("http://user:secret@host:8265", "credentials"),
+        ("http://host:8265/?token=abc", "credentials"),
+        ("http://" + "a" * 600, "longer than"),
+    ],
+)
+def test_address_rules(address: str, problem: str, scripted: Callable[..., None]) -> None:
+    scripted(lambda spec: Fit.ok())
+    with pytest.raises(InvalidParameterError, match=problem) as info:
+        ComputeSpec.create("ray-1", "Standard_NC12", backend="scripted", address=address)
+    assert (
+        "secret" not in str(info.value)
+        or "credentials" in problem
+        and "secret" not in (info.value.hint or "")
+    )
+
+
+def test_a_spec_is_made_once_and_rebuilt_from_the_store(
+    store: SqlAlchemyStore, scripted: Callable[..., None]
+) -> None:
+    scripted(lambda spec: Fit.ok())
+    spec = ComputeSpec.create(
+        "cluster",
+        "standard_nc24",
+        backend="scripted",
+        address=" http://127.0.0.1:8265 ",
+        min_nodes=1,
+        max_nodes=8,
+        idle_seconds_before_scaledown=60,
+    )
+    assert (spec.size.name, spec.address, spec.size.gpus) == ("Standard_NC24", "http://127.0.0.1:8265", 4)
+    created = provision_compute(store, spec)
+    assert ComputeSpec.from_compute(created) == spec
+    assert spec.describe() == "cluster (Standard_NC24 on scripted at http://127.0.0.1:8265)"
+    with pytest.raises(InvalidParameterError, match="this machine"):
+        ComputeSpec.create("bad-local", "local", backend="scripted")
+
+
+def test_loopback_addresses() -> None:
+    assert all(map(is_loopback_address, ["http://127.0.0.1:8265", "http://localhost:1", "http://[::1]:8265"]))
+    assert not any(map(is_loopback_address, ["http://10.0.0.1:8265", "http://ray.example.com:80", None]))
+
+
+def test_a_registered_backend_tears_its_computes_down(
+    store: SqlAlchemyStore, scripted: Callable[..., None]
+) -> None:
     torn_down: list[str] = []
 
-    def cluster_fit(compute: Compute, size: ComputeSize) -> str | None:
-        return None if size.gpus <= 8 else f"needs {size.gpus} GPUs, the cluster has 8"
-
-    def teardown(compute: Compute) -> None:
-        if compute.name == "stuck":
+    def teardown(spec: ComputeSpec) -> None:
+        if spec.name == "stuck":
             raise OSError("cluster refused")
-        torn_down.append(compute.name)
+        torn_down.append(spec.name)
 
-    register_backend(BackendRules("fake-ray", cluster_fit, max_nodes=None, teardown=teardown))
-    try:
-        scaled = provision_compute(
-            store, "cluster", "Standard_NC24", backend="fake-ray", min_nodes=1, max_nodes=8
-        )
-        assert scaled.state is P.SUCCEEDED and (scaled.min_nodes, scaled.max_nodes) == (1, 8)
-        with pytest.raises(InvalidParameterError, match="this machine"):
-            provision_compute(store, "bad-local", "local", backend="fake-ray")
-        delete_compute(store, "cluster")
-        assert torn_down == ["cluster"]
-        provision_compute(store, "stuck", "Standard_D2s_v3", backend="fake-ray")
-        with pytest.raises(ComputeError, match="cluster refused"):
-            delete_compute(store, "stuck")
-        stuck = store.get_compute("stuck")
-        assert stuck.state is P.FAILED and "delete failed" in (stuck.error or "")
-    finally:
-        provisioning._BACKENDS.pop("fake-ray")
+    scripted(lambda spec: Fit.ok() if spec.size.gpus <= 8 else Fit.unfit("too big"), teardown)
+    provision_compute(store, ComputeSpec.create("cluster", "Standard_NC24", backend="scripted", max_nodes=8))
+    delete_compute(store, "cluster")
+    assert torn_down == ["cluster"]
+    provision_compute(store, ComputeSpec.create("stuck", "Standard_D2s_v3", backend="scripted"))
+    with pytest.raises(ComputeError, match="cluster refused"):
+        delete_compute(store, "stuck")
+    stuck = store.get_compute("stuck")
+    assert stuck.state is P.FAILED and "delete failed" in (stuck.error or "")
+
+
+def test_a_compute_whose_backend_is_gone_can_still_be_deleted(store: SqlAlchemyStore) -> None:
+    store.create_compute("orphan", size="Standard_D2s_v3", backend="uninstalled", state=P.FAILED, error="x")
+    assert delete_compute(store, "orphan").name == "orphan"
+    assert store.find_compute("orphan") is None
 
 
 def test_local_compute_always_exists(store: SqlAlchemyStore) -> None:
@@ -231,6 +324,6 @@ def test_local_compute_always_exists(store: SqlAlchemyStore) -> None:
     with pytest.raises(InvalidStateError, match="always exists"):
         delete_compute(store, "local")
     with pytest.raises(ComputeExistsError):
-        provision_compute(store, "local", "Standard_D2s_v3", capacity=LAPTOP)
+        _provision(store, "local", "Standard_D2s_v3")
     with pytest.raises(ComputeNotFoundError):
         delete_compute(store, "missing")

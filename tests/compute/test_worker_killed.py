@@ -13,6 +13,7 @@ import pytest
 
 from factories import make_image_folder
 from fake_trainer import fake_config, use_fake_trainer  # noqa: F401 - a fixture
+from modelbuilder.compute import WorkerState
 from modelbuilder.entities import RunStatus
 from modelbuilder.services import open_workspace, resume_training, runs, submit_training
 from modelbuilder.services.training_run import CHECKPOINT_OF, RESUMED_FROM
@@ -53,7 +54,7 @@ def test_sigkill_five_times_then_resume(session: WorkspaceSession, tmp_path: Pat
             run = last.run
         else:  # any other command: the reaper sees the recorded pid is gone
             submission.worker.wait(10)
-            reaped = runs.reap_stale_runs(session.store, workspace_folder=session.folder)
+            reaped = runs.reap_stale_runs(session.store, session=session)
             assert [r.id for r in reaped] == [run_id]
             run = session.store.get_run(run_id)
         assert time.monotonic() - started < 10  # well within the 30 s heartbeat limit
@@ -83,7 +84,7 @@ def test_sigkill_five_times_then_resume(session: WorkspaceSession, tmp_path: Pat
     skipped = [text for text in lines if "finished before the resume" in text]
     assert len(skipped) >= done_before - 1 >= 1  # the last child may have been killed mid-trial
     assert len(store.list_child_runs(resumed.run.id)) == 4 - len(skipped)
-    assert resumed.worker.wait(30) == 0  # the worker cleans up after the run is Completed
+    assert resumed.worker.wait(30).state is WorkerState.SUCCEEDED  # it cleans up after Completed
     assert not session.run_folders(origin).checkpoint_dir().exists()  # completed: checkpoint released
     assert store.check_integrity() == "ok"
 
@@ -123,7 +124,7 @@ def test_a_queued_run_whose_worker_never_started_is_reaped(session: WorkspaceSes
     finally:
         past.close()
     assert runs.reap_stale_runs(session.store, max_age=30) == []  # without the folder: heartbeats only
-    reaped = runs.reap_stale_runs(session.store, max_age=30, workspace_folder=session.folder)
+    reaped = runs.reap_stale_runs(session.store, max_age=30, session=session)
     assert [r.error for r in reaped] == ["process lost: no worker started within 30 s"]
 
 

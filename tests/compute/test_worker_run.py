@@ -40,7 +40,6 @@ def _queued_job(
     experiment = store.get_or_create_experiment("flowers")
     run = store.create_run(experiment.id, compute="local")
     store.set_run_status(run.id, RunStatus.QUEUED)
-    folders = RunFolders(tmp_path / "ws", run.id)
     config = TrainingConfig(data=str(data), time_budget=10, extra={"fake": {"epoch_seconds": 0.0, **fake}})
     return TrainingJob(
         run_id=run.id,
@@ -48,8 +47,6 @@ def _queued_job(
         store_url=sqlite_file_url(tmp_path / "ws" / "workspace.db"),
         artifact_root=str(tmp_path / "ws" / "artifacts"),
         config=config.to_dict(),
-        state_dir=str(folders.state_dir),
-        checkpoint_dir=str(folders.checkpoint_dir()),
         target=target,
     )
 
@@ -89,7 +86,8 @@ def test_completed_run_has_verified_outputs_trials_metrics_and_log(
     ]
     log = worker.artifacts.read(run.id, LOG_NAME).decode()
     assert "[scanning]" in log and "Run Completed" in log
-    assert not job.work_dir.exists() and not Path(job.checkpoint_dir or "").exists()  # cleaned up
+    folders = RunFolders.of_job(job)
+    assert not folders.work_dir.exists() and not folders.checkpoint_dir().exists()  # cleaned up
 
 
 @pytest.mark.parametrize(
@@ -115,7 +113,7 @@ def test_errors_fail_the_run_with_the_reason_and_keep_the_log(
     assert any("Traceback" in text for text in texts)
     assert LOG_NAME in {a.path for a in store.list_artifacts(run.id)}
     assert worker.artifacts.verify(run.id, store.list_artifacts(run.id))
-    assert Path(job.checkpoint_dir or "").exists()  # kept for --resume
+    assert RunFolders.of_job(job).checkpoint_dir().exists()  # kept for --resume
 
 
 def test_a_bad_target_fails_the_run(store: SqlAlchemyStore, tmp_path: Path, data: Path) -> None:

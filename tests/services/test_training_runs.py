@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fake_trainer import fake_config
+from modelbuilder.compute import ComputeSpec, LocalBackend
 from modelbuilder.compute.provisioning import MachineCapacity, provision_compute
 from modelbuilder.entities import ProvisioningState, RunStatus
 from modelbuilder.errors import (
@@ -82,8 +83,8 @@ def test_missing_data_and_bad_names_fail_before_a_run_exists(
 
 
 def test_a_failed_compute_cannot_run_training(session: WorkspaceSession, data: Path) -> None:
-    tiny = MachineCapacity(cores=2, memory_gib=4, gpus=0)
-    failed = provision_compute(session.store, "gpu-1", "Standard_NC12", capacity=tiny)
+    tiny = LocalBackend(capacity=MachineCapacity(cores=2, memory_gib=4, gpus=0))
+    failed = provision_compute(session.store, ComputeSpec.create("gpu-1", "Standard_NC12"), backend=tiny)
     assert failed.state is ProvisioningState.FAILED
     with pytest.raises(ComputeError, match=r"'gpu-1' is in state Failed \(needs 2 GPUs") as info:
         submit_training(session, fake_config(data), compute="gpu-1")
@@ -94,7 +95,7 @@ def test_a_failed_compute_cannot_run_training(session: WorkspaceSession, data: P
     assert "modelbuilder compute create nowhere" in (missing.value.hint or "")
     assert session.store.count_runs() == 0
     delete_compute(session, "gpu-1")
-    fitting = provision_compute(session.store, "gpu-1", "Standard_F2s_v2", capacity=tiny)
+    fitting = provision_compute(session.store, ComputeSpec.create("gpu-1", "Standard_F2s_v2"), backend=tiny)
     assert fitting.state is ProvisioningState.SUCCEEDED
     assert _wait(session, submit_training(session, fake_config(data, trials=1), compute="gpu-1")) is (
         RunStatus.COMPLETED
@@ -155,7 +156,7 @@ def test_kill_run_ends_the_run_canceled_at_once(session: WorkspaceSession, data:
             break
     run = runs.kill_run(session, submission.run.id)  # finds the worker from its record
     assert run.status is RunStatus.CANCELED
-    assert submission.worker.poll() is not None
+    assert submission.worker.status().is_final
     assert all(c.status is RunStatus.CANCELED for c in session.store.list_child_runs(run.id))
 
 

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from ..compute.provisioning import LOCAL_BACKEND
+from .. import hints
+from ..compute.spec import LOCAL_BACKEND, ComputeSpec
 from ..entities import ProvisioningState
 from ..services import computes as service
 from ..services.views import compute_view, size_view
@@ -29,6 +30,10 @@ def compute_create(
     name: str,
     size: Annotated[str, typer.Option("--size", "-s", help="A size from: modelbuilder compute sizes")],
     backend: Annotated[str, typer.Option(help="local (this machine) or ray.")] = LOCAL_BACKEND,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Where the backend reaches the compute: a Ray dashboard, http://HOST:8265."),
+    ] = None,
     min_nodes: Annotated[int, typer.Option(min=0)] = 0,
     max_nodes: Annotated[int, typer.Option(min=1)] = 1,
     idle_seconds: Annotated[
@@ -38,15 +43,25 @@ def compute_create(
     json_: JsonOption = False,
 ) -> None:
     """Provision a compute. If the backend can never satisfy the size, it is kept in state Failed."""
+    spec = ComputeSpec.create(
+        name,
+        size,
+        backend=backend,
+        address=address,
+        min_nodes=min_nodes,
+        max_nodes=max_nodes,
+        idle_seconds_before_scaledown=idle_seconds,
+    )
     with workspace_session(workspace) as session:
-        compute = service.create_compute(session, name, size, backend, min_nodes, max_nodes, idle_seconds)
+        compute = service.create_compute(session, spec)
     if json_:
         print_json(compute_view(compute))
     if compute.state is ProvisioningState.FAILED:
         message(f"Error: Compute '{compute.name}' ({compute.size}) failed to provision: {compute.error}.")
+        delete = hints.command("compute", "delete", compute.name, workspace=workspace)
         message(
-            f"Hint: It is kept in state Failed. Delete it (modelbuilder compute delete {compute.name}) "
-            "and create it with a size that fits: modelbuilder compute sizes"
+            f"Hint: It is kept in state Failed. Delete it ({delete}) "
+            f"and create it with a size that fits: {hints.command('compute', 'sizes')}"
         )
         raise typer.Exit(EXIT_ERROR)
     if not json_:

@@ -1,32 +1,43 @@
-"""Computes: the size catalog, provisioning, and the backends that run training jobs.
+"""Computes: the size catalog, compute specs, provisioning, and the backends that run training jobs.
 
-``get_compute_backend(compute.backend).start(job)`` runs a ``TrainingJob``; the local backend starts
-``python -m modelbuilder.compute.worker`` in its own process. Ray registers its backend here when its
-extra is installed.
+``ComputeSpec.create(...)`` validates a compute once; ``get_backend(spec.backend)`` is its plugin, which
+checks whether it can ever satisfy the size (``check(spec) -> Fit``) and runs jobs on it
+(``start(job, spec) -> WorkerHandle``, ``find(job, spec)``). The local backend starts
+``python -m modelbuilder.compute.worker`` in its own process; the ray backend registers itself when its
+extra is installed. ``compute.events`` is how a backend whose worker cannot reach the store ships a run's
+events back.
 """
 
 from __future__ import annotations
 
 from .backend import (
-    LOST_EXIT_CODE,
     ComputeBackend,
+    Fit,
     WorkerHandle,
-    get_compute_backend,
-    register_compute_backend,
+    WorkerState,
+    WorkerStatus,
+    get_backend,
+    known_backends,
+    register_backend,
 )
 from .job import DEFAULT_TRAINING_TARGET, RunFolders, TrainingJob, WorkerRecord
 from .local import LocalBackend, LocalWorkerHandle
+from .spec import ComputeSpec
 
 __all__ = [
     "DEFAULT_TRAINING_TARGET",
-    "LOST_EXIT_CODE",
     "ComputeBackend",
+    "ComputeSpec",
+    "Fit",
     "LocalBackend",
     "LocalWorkerHandle",
     "RunFolders",
     "TrainingJob",
     "WorkerHandle",
     "WorkerRecord",
-    "get_compute_backend",
-    "register_compute_backend",
+    "WorkerState",
+    "WorkerStatus",
+    "get_backend",
+    "known_backends",
+    "register_backend",
 ]

@@ -14,14 +14,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 
 from ..errors import ComputeError
-from .backend import LOST_EXIT_CODE, ComputeBackend, WorkerHandle, register_compute_backend
-from .job import TrainingJob, WorkerRecord
+from .backend import ComputeBackend, Fit, WorkerHandle, WorkerState, WorkerStatus, register_backend
+from .job import RunFolders, TrainingJob, WorkerRecord
+from .provisioning import MachineCapacity, check_local_fit
+from .spec import LOCAL_BACKEND, ComputeSpec
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class LocalWorkerHandle(WorkerHandle):
         self.run_id = record.run_id
         self.record = record
         self._popen = popen
+        self._killed = False
 
     @property
     def pid(self) -> int:
@@ -58,31 +60,45 @@ class LocalWorkerHandle(WorkerHandle):
     def describe(self) -> str:
         return f"worker pid {self.record.pid} on {self.record.host}"
 
-    def poll(self) -> int | None:
+    def status(self) -> WorkerStatus:
         if self._popen is not None:
-            return self._popen.poll()
+            return self._exit_status(self._popen.poll())
         if not self.record.on_this_host:
-            return None  # cannot see it from here; heartbeats decide
-        return None if _process_matches(self.record) is not None else LOST_EXIT_CODE
+            # Another machine's process cannot be seen from here; its heartbeats decide.
+            return WorkerStatus(WorkerState.RUNNING, f"{self.describe()} (not visible from this host)")
+        if _process_matches(self.record) is not None:
+            return WorkerStatus(WorkerState.RUNNING, f"{self.describe()} is running")
+        return WorkerStatus(WorkerState.LOST, f"{self.describe()} is gone")
 
-    def wait(self, timeout: float | None = None) -> int | None:
-        if self._popen is not None:
-            try:
-                return self._popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                return None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (code := self.poll()) is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-            time.sleep(0.1)
-        return code
+    def _exit_status(self, code: int | None) -> WorkerStatus:
+        who = self.describe()
+        if code is None:
+            return WorkerStatus(WorkerState.RUNNING, f"{who} is running")
+        if code == 0:
+            return WorkerStatus(WorkerState.SUCCEEDED, f"{who} exited normally")
+        if code > 0:
+            return WorkerStatus(WorkerState.FAILED, f"{who} exited with code {code}")
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        state = WorkerState.STOPPED if self._killed else WorkerState.FAILED
+        return WorkerStatus(state, f"{who} was killed by {name}")
+
+    def wait(self, timeout: float | None = None) -> WorkerStatus:
+        if self._popen is None:
+            return super().wait(timeout)
+        try:
+            return self._exit_status(self._popen.wait(timeout))
+        except subprocess.TimeoutExpired:
+            return self.status()
 
     def kill(self) -> None:
         if self._popen is not None and self._popen.poll() is not None:
             return
         if self._popen is None and (not self.record.on_this_host or _process_matches(self.record) is None):
             return
+        self._killed = True
         # The worker leads its own process group: kill it and whatever it started (data loaders).
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.record.pid, signal.SIGKILL)
@@ -92,26 +108,38 @@ class LocalWorkerHandle(WorkerHandle):
 
 
 class LocalBackend(ComputeBackend):
-    """Runs each job in a child process of this machine.
+    """Runs each job in a child process of this machine; a size fits when this machine has what it asks.
 
     Args:
         python: the interpreter for workers (default: this one).
+        capacity: the machine to compare sizes with (default: this machine, detected once).
     """
 
-    name = "local"
+    name = LOCAL_BACKEND
+    max_nodes = 1
+    accepts_local_size = True
+    uses_address = False
 
-    def __init__(self, python: str | None = None) -> None:
+    def __init__(self, python: str | None = None, capacity: MachineCapacity | None = None) -> None:
         self.python = python or sys.executable
+        self.capacity = capacity
 
-    def start(self, job: TrainingJob) -> LocalWorkerHandle:
-        state_dir = Path(job.state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        job_path = job.save(state_dir / "job.json")
+    def check(self, spec: ComputeSpec) -> Fit:
+        reason = check_local_fit(spec.size, self.capacity or MachineCapacity.detect())
+        return Fit.ok() if reason is None else Fit.unfit(reason)
+
+    def start(self, job: TrainingJob, spec: ComputeSpec) -> LocalWorkerHandle:
+        folders = RunFolders.of_job(job)
+        running = self.find(job, spec)
+        if running is not None and not running.status().is_final:
+            return running  # submitted twice: one worker per run
+        folders.state_dir.mkdir(parents=True, exist_ok=True)
+        job_path = job.save(folders.job_path)  # the worker's own input; nobody else needs it
         command = [self.python, "-m", WORKER_MODULE, str(job_path)]
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:
-            with open(state_dir / "worker.out", "ab") as output:
+            with open(folders.output_path, "ab") as output:
                 popen = subprocess.Popen(
                     command,
                     stdin=subprocess.DEVNULL,
@@ -129,14 +157,14 @@ class LocalBackend(ComputeBackend):
         try:
             create_time = psutil.Process(popen.pid).create_time()
         except psutil.Error:
-            create_time = 0.0  # already gone: poll() of the Popen reports it
+            create_time = 0.0  # already gone: the Popen reports how it ended
         record = WorkerRecord(job.run_id, popen.pid, create_time=create_time, backend=self.name)
-        record.save(state_dir / "worker.json")
+        record.save(folders.worker_path)
         logger.info("Started worker pid %d for run %s", popen.pid, job.run_id)
         return LocalWorkerHandle(record, popen)
 
-    def find_worker(self, job: TrainingJob) -> LocalWorkerHandle | None:
-        return self.find_worker_in(Path(job.state_dir))
+    def find(self, job: TrainingJob, spec: ComputeSpec) -> LocalWorkerHandle | None:
+        return self.find_worker_in(RunFolders.of_job(job).state_dir)
 
     @staticmethod
     def find_worker_in(state_dir: Path) -> LocalWorkerHandle | None:
@@ -145,4 +173,4 @@ class LocalBackend(ComputeBackend):
         return None if record is None else LocalWorkerHandle(record)
 
 
-register_compute_backend(LocalBackend.name, LocalBackend)
+register_backend(LocalBackend.name, LocalBackend)

@@ -5,8 +5,10 @@ ever give the size what it asks for, and ends ``Succeeded`` or ``Failed``. A fai
 its error, and its name stays taken until it is deleted (the source's errored-compute rule): creating it
 again raises ``ComputeExistsError`` naming the state and the reason, with both fixes in the hint.
 
-Fit checks are pluggable per backend (``register_backend``): the local backend compares GPUs, cores and
-memory with this machine; a Ray backend brings one that asks its cluster.
+The check is the backend plugin's ``check(spec) -> Fit`` (``compute.backend``): the local backend compares
+GPUs, cores and memory with this machine (``MachineCapacity``, ``check_local_fit`` below); a Ray backend
+asks its cluster. The spec was validated when it was made (``ComputeSpec.create``), so nothing here checks
+names, sizes or nodes again.
 """
 
 from __future__ import annotations
@@ -15,25 +17,29 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from ..entities import Compute, ComputeSize, ProvisioningState
-from ..errors import (
-    ComputeError,
-    ComputeExistsError,
-    InvalidParameterError,
-    InvalidStateError,
-    ModelBuilderError,
-)
-from ..names import check_compute_name
+from ..errors import ComputeError, ComputeExistsError, InvalidStateError, ModelBuilderError
+from ..hints import command
 from ..store.base import MetadataStore
-from .sizes import LOCAL_SIZE_NAME, get_size, is_local_size
+from .backend import ComputeBackend, Fit, get_backend
+from .sizes import LOCAL_SIZE_NAME, is_local_size
+from .spec import LOCAL_BACKEND, ComputeSpec
 
 logger = logging.getLogger(__name__)
 
-LOCAL_BACKEND = "local"
+__all__ = [
+    "LOCAL_BACKEND",
+    "LOCAL_COMPUTE_NAME",
+    "MachineCapacity",
+    "check_local_fit",
+    "delete_compute",
+    "ensure_local_compute",
+    "provision_compute",
+]
+
 LOCAL_COMPUTE_NAME = "local"
 #: Physical memory an OS reports is a little below the nominal size (kernel, firmware): allow 10 %.
 MEMORY_TOLERANCE = 0.10
@@ -118,138 +124,55 @@ def check_local_fit(size: ComputeSize, capacity: MachineCapacity) -> str | None:
     return "; ".join(reasons) or None
 
 
-#: A fit check: given the compute being created and its size, None if the backend can ever satisfy it,
-#: else the reason. It may raise ModelBuilderError (e.g. cluster unreachable): that is a reason too.
-FitCheck = Callable[[Compute, ComputeSize], "str | None"]
-
-
-@dataclass(frozen=True)
-class BackendRules:
-    """What provisioning needs to know about a backend.
-
-    Args:
-        name: the backend name used in ``--backend``.
-        fit_check: can the backend ever satisfy a size.
-        max_nodes: the most nodes a compute may have (None: no limit).
-        accepts_local_size: whether the ``local`` size ("this machine") makes sense on it.
-        teardown: called when a compute is deleted (release a cluster...); None when nothing to do.
-    """
-
-    name: str
-    fit_check: FitCheck
-    max_nodes: int | None = None
-    accepts_local_size: bool = False
-    teardown: Callable[[Compute], None] | None = None
-
-
-class LocalFitCheck:
-    """The local backend's fit check: compares a size with this machine (or a given capacity)."""
-
-    def __init__(self, capacity: MachineCapacity | None = None) -> None:
-        self.capacity = capacity
-
-    def __call__(self, compute: Compute, size: ComputeSize) -> str | None:
-        return check_local_fit(size, self.capacity or MachineCapacity.detect())
-
-
-_BACKENDS: dict[str, BackendRules] = {}
-
-
-def register_backend(rules: BackendRules) -> None:
-    """Make provisioning know a backend (a later registration of the same name replaces it)."""
-    _BACKENDS[rules.name] = rules
-
-
-def get_backend_rules(name: str) -> BackendRules:
-    """The rules of a registered backend.
-
-    Raises:
-        InvalidParameterError: no backend has this name.
-    """
-    if name not in _BACKENDS:
-        known = ", ".join(sorted(_BACKENDS))
-        raise InvalidParameterError(
-            f"The 'backend' parameter of a compute must be one of {known}. Got {name!r} instead.",
-            hint='The ray backend needs its extra: pip install "modelbuilder[ray]"'
-            if name == "ray"
-            else f"Use one of: {known}.",
-        )
-    return _BACKENDS[name]
-
-
-register_backend(BackendRules(LOCAL_BACKEND, LocalFitCheck(), max_nodes=1, accepts_local_size=True))
-
-
 def provision_compute(
-    store: MetadataStore,
-    name: str,
-    size: str,
-    backend: str = LOCAL_BACKEND,
-    min_nodes: int = 0,
-    max_nodes: int = 1,
-    idle_seconds_before_scaledown: int = 1800,
-    capacity: MachineCapacity | None = None,
-    fit_check: FitCheck | None = None,
-    address: str | None = None,
+    store: MetadataStore, spec: ComputeSpec, *, backend: ComputeBackend | None = None
 ) -> Compute:
     """Create a compute: ``Creating``, then ``Succeeded``, or ``Failed`` with the reason kept.
 
     Args:
         store: the workspace's metadata store.
-        name: 2-16 letters, digits and hyphens.
-        size: a catalog size name (case-insensitive).
-        backend: a registered backend (``local``; ``ray`` once its extra is installed).
-        min_nodes, max_nodes, idle_seconds_before_scaledown: scaling, where the backend supports it.
-        capacity: the machine to compare with for the local backend (default: this machine).
-        fit_check: replaces the backend's fit check.
-        address: where the backend reaches the compute (a Ray cluster address).
+        spec: the validated spec (``ComputeSpec.create``).
+        backend: the plugin whose ``check`` decides (default: the registered one of ``spec.backend``).
 
     Returns:
         The compute as it ended: Succeeded, or Failed with ``error`` saying why.
 
     Raises:
-        InvalidNameError: the name breaks the compute name rule.
-        NotFoundError: the size is not in the catalog.
-        InvalidParameterError: the backend is unknown, or the nodes do not suit it.
         ComputeExistsError: a compute with this name exists, in whatever state.
     """
-    check_compute_name(name)
-    spec = get_size(size)
-    rules = get_backend_rules(backend)
-    if is_local_size(spec) and not rules.accepts_local_size:
-        raise InvalidParameterError(
-            f"The size '{LOCAL_SIZE_NAME}' means this machine; it cannot be used with the {backend} backend.",
-            hint="Choose a size from: modelbuilder compute sizes",
-        )
-    if rules.max_nodes is not None and max_nodes > rules.max_nodes:
-        raise InvalidParameterError(
-            f"The 'max_nodes' parameter of compute '{name}' must be at most {rules.max_nodes} on the "
-            f"{backend} backend. Got {max_nodes!r} instead.",
-            hint="The local backend runs on this machine only; use the ray backend for several nodes."
-            if backend == LOCAL_BACKEND
-            else None,
-        )
-    compute = store.create_compute(
-        name,
-        size=spec.name,
-        backend=backend,
-        min_nodes=min_nodes,
-        max_nodes=max_nodes,
-        idle_seconds_before_scaledown=idle_seconds_before_scaledown,
-        address=address,
+    plugin = backend or get_backend(spec.backend)
+    store.create_compute(
+        spec.name,
+        size=spec.size.name,
+        backend=spec.backend,
+        min_nodes=spec.min_nodes,
+        max_nodes=spec.max_nodes,
+        idle_seconds_before_scaledown=spec.idle_seconds_before_scaledown,
+        address=spec.address,
     )
-    check = fit_check or (LocalFitCheck(capacity) if backend == LOCAL_BACKEND else rules.fit_check)
     try:
-        reason = check(compute, spec)
-    except ModelBuilderError as exc:
-        reason = str(exc)
+        fit = plugin.check(spec)
+    except ModelBuilderError as exc:  # e.g. the cluster is unreachable: that is a reason too
+        fit = Fit.unfit(str(exc))
     except Exception as exc:
-        store.set_compute_state(name, ProvisioningState.FAILED, error=f"unexpected error: {exc}")
+        store.set_compute_state(spec.name, ProvisioningState.FAILED, error=f"unexpected error: {exc}")
         raise
-    if reason:
-        logger.warning("Compute %s (%s) failed to provision: %s", name, spec.name, reason)
-        return store.set_compute_state(name, ProvisioningState.FAILED, error=reason)
-    return store.set_compute_state(name, ProvisioningState.SUCCEEDED)
+    if not fit.fits:
+        logger.warning("Compute %s failed to provision: %s", spec.describe(), fit.reason)
+        return store.set_compute_state(spec.name, ProvisioningState.FAILED, error=fit.reason)
+    return store.set_compute_state(spec.name, ProvisioningState.SUCCEEDED)
+
+
+def _teardown(compute: Compute) -> None:
+    """The backend's teardown of a compute being deleted; skipped (with a warning) when its backend or
+    size is no longer available here: a compute must stay deletable."""
+    try:
+        spec = ComputeSpec.from_compute(compute)
+        plugin = get_backend(compute.backend)
+    except ModelBuilderError as exc:
+        logger.warning("Compute %s is deleted without its backend's teardown: %s", compute.name, exc)
+        return
+    plugin.teardown(spec)
 
 
 def delete_compute(store: MetadataStore, name: str) -> Compute:
@@ -271,16 +194,14 @@ def delete_compute(store: MetadataStore, name: str) -> Compute:
     before = store.get_compute(name)
     if before.state is not ProvisioningState.DELETING:
         store.set_compute_state(name, ProvisioningState.DELETING, error=before.error)
-    rules = get_backend_rules(before.backend) if before.backend in _BACKENDS else None
-    if rules is not None and rules.teardown is not None:
-        try:
-            rules.teardown(before)
-        except Exception as exc:
-            store.set_compute_state(name, ProvisioningState.FAILED, error=f"delete failed: {exc}")
-            raise ComputeError(
-                f"Compute '{name}' could not be deleted: {exc}.",
-                hint=f"Fix the cause and run again: modelbuilder compute delete {name}",
-            ) from exc
+    try:
+        _teardown(before)
+    except Exception as exc:
+        store.set_compute_state(name, ProvisioningState.FAILED, error=f"delete failed: {exc}")
+        raise ComputeError(
+            f"Compute '{name}' could not be deleted: {exc}.",
+            hint=f"Fix the cause and run again: {command('compute', 'delete', name)}",
+        ) from exc
     store.delete_compute(name)
     return before
 

@@ -33,7 +33,7 @@ from ..errors import InvalidParameterError, InvalidStateError, ModelBuilderError
 from ..store import open_store
 from ..store.base import MetadataStore
 from ..training.config import TrainingConfig, TrainingResult
-from .job import TrainingJob
+from .job import RunFolders, TrainingJob
 from .outputs import LOG_NAME, RESULT_NAME, OutputRecorder, result_to_dict
 from .store_reporter import HEARTBEAT_INTERVAL_S, StoreReporter, end_run
 
@@ -95,7 +95,9 @@ class Worker:
         self.job = job
         self.store = store
         self.artifacts = artifacts
-        self.recorder = OutputRecorder(store, artifacts, job.run_id, Path(job.state_dir) / "zips")
+        #: Where this machine keeps the run's files (the job carries no local paths).
+        self.folders = RunFolders.of_job(job)
+        self.recorder = OutputRecorder(store, artifacts, job.run_id, self.folders.state_dir / "zips")
         self.reporter: StoreReporter | None = None
 
     def run(self) -> int:
@@ -113,7 +115,7 @@ class Worker:
         reporter = self.reporter = StoreReporter(
             self.store,
             run,
-            log_path=job.log_path,
+            log_path=self.folders.log_path,
             on_artifact=self._record_quietly,
             heartbeat_interval=self.heartbeat_interval,
         ).start()
@@ -127,11 +129,10 @@ class Worker:
             config = TrainingConfig.from_dict(job.config)
             with contextlib.suppress(InvalidStateError):  # a cancel may have arrived meanwhile
                 self.store.set_run_status(job.run_id, RunStatus.RUNNING, phase="training")
-            work_dir = job.work_dir
+            work_dir = self.folders.work_dir
             work_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint_dir = Path(job.checkpoint_dir) if job.checkpoint_dir else None
-            if checkpoint_dir is not None:
-                checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint_dir = self.folders.checkpoint_dir(job.checkpoint_owner)
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
             result = trainer(config, reporter, work_dir, checkpoint_dir=checkpoint_dir)
             return self._finish(result, time.monotonic() - started)
         except BaseException as exc:
@@ -207,7 +208,7 @@ class Worker:
 
     def _record_log(self) -> None:
         try:
-            self.recorder.record(self.job.log_path, LOG_NAME)
+            self.recorder.record(self.folders.log_path, LOG_NAME)
         except Exception as exc:
             logger.warning("The run log of %s could not be recorded: %s", self.job.run_id, exc)
 
@@ -227,10 +228,10 @@ class Worker:
         return 1
 
     def _clean_up(self, final: RunStatus) -> None:
-        shutil.rmtree(self.job.work_dir, ignore_errors=True)
-        shutil.rmtree(Path(self.job.state_dir) / "zips", ignore_errors=True)
-        if final is RunStatus.COMPLETED and self.job.checkpoint_dir:
-            shutil.rmtree(self.job.checkpoint_dir, ignore_errors=True)
+        shutil.rmtree(self.folders.work_dir, ignore_errors=True)
+        shutil.rmtree(self.folders.state_dir / "zips", ignore_errors=True)
+        if final is RunStatus.COMPLETED:
+            shutil.rmtree(self.folders.checkpoint_dir(self.job.checkpoint_owner), ignore_errors=True)
 
 
 def run_job(job: TrainingJob) -> int:

@@ -1,57 +1,49 @@
-"""Computes of a workspace: provision, list, show, delete, and check that one can run training now."""
+"""Computes of a workspace: provision, list, show, delete, and check that one can run training now.
+
+Every caller (CLI, Python API, portal) builds a ``ComputeSpec`` with ``ComputeSpec.create`` (validated
+there, once) and passes it to ``create_compute(session, spec)``.
+"""
 
 from __future__ import annotations
 
 from ..compute import provisioning
-from ..compute.provisioning import (
-    LOCAL_BACKEND,
-    LOCAL_COMPUTE_NAME,
-    ensure_local_compute,
-    provision_compute,
-)
+from ..compute.provisioning import LOCAL_COMPUTE_NAME, ensure_local_compute, provision_compute
 from ..compute.sizes import list_sizes
+from ..compute.spec import ComputeSpec
 from ..entities import Compute, ComputeSize, ProvisioningState
 from ..errors import ComputeError, ComputeNotFoundError, InvalidStateError
 from .workspaces import ACTIVE_STATUSES, WorkspaceSession
 
 __all__ = [
+    "ComputeSpec",
     "create_compute",
     "delete_compute",
     "get_compute",
+    "get_compute_spec",
     "list_computes",
     "list_sizes",
     "require_usable_compute",
 ]
 
 
-def create_compute(
-    session: WorkspaceSession,
-    name: str,
-    size: str,
-    backend: str = LOCAL_BACKEND,
-    min_nodes: int = 0,
-    max_nodes: int = 1,
-    idle_seconds_before_scaledown: int = 1800,
-    address: str | None = None,
-) -> Compute:
-    """Provision a compute; it ends ``Succeeded``, or ``Failed`` with the reason (and is kept).
+def create_compute(session: WorkspaceSession, spec: ComputeSpec) -> Compute:
+    """Provision a compute from its validated spec (``ComputeSpec.create``); it ends ``Succeeded``, or
+    ``Failed`` with the reason (and is kept).
 
     Raises:
-        InvalidNameError: the name breaks the compute name rule.
-        NotFoundError: the size is not in the catalog.
-        InvalidParameterError: the backend is unknown, or the nodes do not suit it.
         ComputeExistsError: a compute with this name exists, in whatever state.
     """
-    return provision_compute(
-        session.store,
-        name,
-        size,
-        backend=backend,
-        min_nodes=min_nodes,
-        max_nodes=max_nodes,
-        idle_seconds_before_scaledown=idle_seconds_before_scaledown,
-        address=address,
-    )
+    return provision_compute(session.store, spec)
+
+
+def get_compute_spec(session: WorkspaceSession, name: str) -> ComputeSpec:
+    """The spec of the compute ``name`` (what a backend gets with every job).
+
+    Raises:
+        ComputeNotFoundError: none has this name.
+        NotFoundError: its size is no longer in the catalog.
+    """
+    return ComputeSpec.from_compute(get_compute(session, name))
 
 
 def list_computes(session: WorkspaceSession) -> list[Compute]:

@@ -23,14 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..artifacts.local import ArtifactStore
-from ..compute.backend import WorkerHandle, get_compute_backend
-from ..compute.job import RunFolders, TrainingJob
+from ..compute.backend import WorkerHandle, get_backend
 from ..compute.outputs import RESULT_NAME, materialize_outputs, result_from_dict
+from ..compute.spec import ComputeSpec
 from ..compute.store_reporter import end_run
 from ..entities import LogLine, Run, RunStatus
 from ..errors import ArtifactNotFoundError, InvalidParameterError, InvalidStateError, ModelBuilderError
 from ..store.base import WORKER_STATUSES, MetadataStore
 from ..training.config import TrainingResult
+from .training_run import job_for_run
 from .workspaces import WorkspaceSession
 
 logger = logging.getLogger(__name__)
@@ -48,15 +49,14 @@ def _age_seconds(run: Run) -> float:
     return max(0.0, time.time() - last.timestamp())
 
 
-def find_worker(store: MetadataStore, folders: RunFolders, run: Run) -> WorkerHandle | None:
-    """The worker recorded for ``run`` (from any process), or None."""
-    if not folders.job_path.is_file():
-        return None
+def find_worker(session: WorkspaceSession, run: Run) -> WorkerHandle | None:
+    """The worker its compute's backend started for ``run`` (asked from any process), or None."""
     try:
-        job = TrainingJob.load(folders.job_path)
-        compute = store.find_compute(run.compute) if run.compute else None
-        backend = get_compute_backend(compute.backend if compute is not None else "local")
-        return backend.find_worker(job)
+        compute = session.store.find_compute(run.compute or "local")
+        if compute is None:
+            return None  # its compute was deleted: no backend can tell
+        spec = ComputeSpec.from_compute(compute)
+        return get_backend(spec.backend).find(job_for_run(session, run), spec)
     except ModelBuilderError as exc:
         logger.warning("The worker of run %s cannot be checked: %s", run.id, exc)
         return None
@@ -104,13 +104,13 @@ def reap_stale_runs(
     store: MetadataStore,
     max_age: float = STALE_AFTER_S,
     *,
-    workspace_folder: Path | None = None,
+    session: WorkspaceSession | None = None,
     artifacts: ArtifactStore | None = None,
 ) -> list[Run]:
     """Mark ``Failed`` (``process lost``) every run whose worker is gone; return them.
 
-    A worker is gone when its run sent no heartbeat for ``max_age`` seconds, or — given the workspace
-    folder, where local workers are recorded — when its recorded process no longer exists, or when a
+    A worker is gone when its run sent no heartbeat for ``max_age`` seconds, or — given the session, to
+    ask each run's backend — when its worker has ended without ending the run, or when a
     ``Queued`` run never got a worker within ``max_age`` seconds. Given the artifact store, the artifact
     records of each lost run are reconciled with its files first.
     """
@@ -119,19 +119,19 @@ def reap_stale_runs(
         ended = mark_lost(store, run.id, f"no heartbeat for {_age_seconds(run):.0f} s", artifacts)
         if ended is not None:
             reaped.append(ended)
-    if workspace_folder is None:
+    if session is None:
         return reaped
     watched = {*WORKER_STATUSES, RunStatus.QUEUED}
     for run in store.list_runs(parent_run_id=None, statuses=watched, limit=None):
-        worker = find_worker(store, RunFolders(workspace_folder, run.id), run)
+        worker = find_worker(session, run)
         if worker is None:
             if run.status is RunStatus.QUEUED and _age_seconds(run) > max_age:
                 detail = f"no worker started within {max_age:.0f} s"
             else:
                 continue
-        elif worker.poll() is not None:
+        elif (status := worker.status()).is_final:
             if not (fresh := store.get_run(run.id)).status.is_terminal:
-                detail = worker.describe_exit()
+                detail = str(status)
                 run = fresh
             else:
                 continue
@@ -146,7 +146,7 @@ def reap_stale_runs(
 def reap_lost_runs(session: WorkspaceSession, max_age: float = STALE_AFTER_S) -> list[Run]:
     """``reap_stale_runs`` for an open workspace (worker records and artifacts included)."""
     return reap_stale_runs(
-        session.store, max_age, workspace_folder=session.folder, artifacts=session.artifacts
+        session.store, max_age, session=session, artifacts=session.artifacts
     )
 
 
@@ -199,8 +199,8 @@ def cancel_run(session: WorkspaceSession, run_id: str) -> Run:
     if run.status is RunStatus.NOT_STARTED:
         return store.set_run_status(run.id, RunStatus.CANCELED)
     run = store.set_run_status(run.id, RunStatus.CANCEL_REQUESTED)
-    worker = find_worker(store, session.run_folders(run.id), run)
-    if worker is None or worker.poll() is not None:
+    worker = find_worker(session, run)
+    if worker is None or worker.status().is_final:
         # Nobody will act on the request: end the run here (Queued, or its worker is gone).
         refreshed = store.get_run(run.id)
         if refreshed.status is RunStatus.CANCEL_REQUESTED:
@@ -208,6 +208,7 @@ def cancel_run(session: WorkspaceSession, run_id: str) -> Run:
             return store.set_run_status(run.id, RunStatus.CANCELED)
         return refreshed
     store.log_lines(run.id, ["Cancel requested."])
+    worker.cancel()  # a worker that cannot read the store (Ray) hears it from its backend
     return run
 
 
@@ -219,7 +220,7 @@ def kill_run(session: WorkspaceSession, run_id: str, worker: WorkerHandle | None
     """
     store = session.store
     run = store.get_run(run_id)
-    handle = worker or find_worker(store, session.run_folders(run.id), run)
+    handle = worker or find_worker(session, run)
     if handle is not None:
         handle.kill()
     run = store.get_run(run.id)
@@ -288,9 +289,9 @@ class RunFollower:
         lines = self._new_lines()
         if not run.status.is_terminal:
             if self.worker is None and run.status is not RunStatus.NOT_STARTED:
-                self.worker = find_worker(store, self.session.run_folders(run.id), run)
-            if self.worker is not None and self.worker.poll() is not None:
-                lost = mark_lost(store, run.id, self.worker.describe_exit(), self.session.artifacts)
+                self.worker = find_worker(self.session, run)
+            if self.worker is not None and (ended := self.worker.status()).is_final:
+                lost = mark_lost(store, run.id, str(ended), self.session.artifacts)
                 run = lost or store.get_run(run.id)
                 lines += self._new_lines()
             elif _age_seconds(run) > STALE_AFTER_S and run.status in WORKER_STATUSES:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..compute.backend import WorkerHandle, get_compute_backend
+from ..compute.backend import WorkerHandle, get_backend
 from ..compute.job import DEFAULT_TRAINING_TARGET, TrainingJob
+from ..compute.spec import ComputeSpec
 from ..data.detect import is_hidden
 from ..entities import Run, RunStatus
 from ..errors import DatasetError, InvalidStateError
@@ -129,34 +130,46 @@ def submit_training(
             "--validation-data out to split the training data.",
         )
     found = require_usable_compute(session, compute)
-    backend = get_compute_backend(found.backend)
+    spec = ComputeSpec.from_compute(found)
+    backend = get_backend(spec.backend)
     exp = get_or_create_experiment(session, experiment or default_experiment_name(config.data))
     params = {**config.to_dict(), **(extra_params or {})}
     if checkpoint_of is not None:
         params[CHECKPOINT_OF] = checkpoint_of
     store = session.store
     run = store.create_run(exp.id, compute=found.name, params=params, dataset_fingerprint=fingerprint)
-    folders = session.run_folders(run.id)
-    owner = checkpoint_of or run.id
     run = store.set_run_status(run.id, RunStatus.QUEUED)
-    job = TrainingJob(
-        run_id=run.id,
-        workspace=session.name,
-        store_url=session.workspace.store_url,
-        artifact_root=str(session.artifacts.root),
-        config=config.to_dict(),
-        state_dir=str(folders.state_dir),
-        checkpoint_dir=str(folders.checkpoint_dir(owner)),
-        target=target or DEFAULT_TRAINING_TARGET,
-        compute=found.name,
-    )
+    job = job_for_run(session, run, config=config, target=target)
     try:
-        worker = backend.start(job)
+        worker = backend.start(job, spec)
     except Exception as exc:
         store.set_run_status(run.id, RunStatus.FAILED, error=f"the worker could not be started: {exc}")
         raise
     logger.info("Submitted run %s of experiment %s on %s", run.id, exp.name, found.name)
     return Submission(store.get_run(run.id), worker)
+
+
+def job_for_run(
+    session: WorkspaceSession,
+    run: Run,
+    *,
+    config: TrainingConfig | None = None,
+    target: str | None = None,
+) -> TrainingJob:
+    """The job of a run, built from the run itself (its params and compute) and the workspace: what a
+    backend is asked to start, or to find the worker of, from any process and without local files."""
+    return TrainingJob(
+        run_id=run.id,
+        workspace=session.name,
+        store_url=session.workspace.store_url,
+        artifact_root=str(session.artifacts.root),
+        # A run's params hold its config; taken as they are, since finding a worker must not depend on
+        # them being a valid config today.
+        config=config.to_dict() if config else {k: v for k, v in run.params.items() if k in _CONFIG_FIELDS},
+        target=target or DEFAULT_TRAINING_TARGET,
+        compute=run.compute or "local",
+        checkpoint_key=str(run.params.get(CHECKPOINT_OF) or run.id),
+    )
 
 
 def config_of_run(run: Run) -> TrainingConfig:
