@@ -1,4 +1,9 @@
-"""Test isolation: every test gets its own MODELBUILDER_HOME, runs offline, with a clean env."""
+"""Test isolation: every test gets its own MODELBUILDER_HOME, runs offline, with a clean env.
+
+Also the PostgreSQL server of the session (``postgres_server``, started on first use, see ``pg_server.py``)
+and ``store_backend``: a parameter that runs a test on SQLite and on PostgreSQL, with ``store_url`` the
+workspace store URL to use (None: the default SQLite file; else a new PostgreSQL database).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from pg_server import PostgresServer, PostgresUnavailable
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +32,38 @@ def isolated_home(
     random.seed(0)
     np.random.seed(0)
     yield home
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        message = f"PostgreSQL could not start, so the PostgreSQL store tests cannot run: {exc}"
+        # In CI a missing PostgreSQL fails the tests, never a silent skip; locally -ra shows the reason.
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(f"*** {message} ***")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty PostgreSQL database (with the server's password in it)."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """Runs a test once per store backend; use with ``store_url``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store_url(store_backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The store URL for ``store_backend``: None (the default SQLite file) or a new PostgreSQL database."""
+    if store_backend == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return None

@@ -44,8 +44,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+@pytest.fixture(params=[*sorted(IMPLEMENTATIONS), "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[MetadataStore]:
-    opened = IMPLEMENTATIONS[request.param](tmp_path, clock)
+    if request.param == "postgresql":  # a new database on the session's server (tests/conftest.py)
+        opened: MetadataStore = SqlAlchemyStore(
+            request.getfixturevalue("postgres_url"), workspace="ws1", clock=clock
+        )
+    else:
+        opened = IMPLEMENTATIONS[request.param](tmp_path, clock)
     yield opened
     opened.close()

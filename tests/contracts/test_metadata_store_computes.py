@@ -123,21 +123,21 @@ def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
     url = sqlite_file_url(_db(tmp_path))
     with SqlAlchemyStore(url) as first:
         run = first.create_run(first.get_or_create_experiment("kept").id, params={"a": 1})
-        assert first.schema_version == STORE_SCHEMA.version == 1
+        assert first.schema_version == STORE_SCHEMA.head
     with SqlAlchemyStore(url) as again:
         assert again.get_run(run.id).params == {"a": 1}
-        assert again.schema_version == 1
+        assert again.schema_version == STORE_SCHEMA.head
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     url = sqlite_file_url(_db(tmp_path))
     SqlAlchemyStore(url).close()
     with sqlite3.connect(_db(tmp_path)) as conn:
-        conn.execute("UPDATE schema_version SET version = 99")
+        conn.execute("UPDATE alembic_version SET version_num = '0099'")
     conn.close()
     with pytest.raises(SchemaVersionError) as info:
         SqlAlchemyStore(url, workspace="ws9")
-    assert "99" in str(info.value) and "ws9" in str(info.value)
+    assert "0099" in str(info.value) and "ws9" in str(info.value)
     assert "Upgrade modelbuilder" in (info.value.hint or "")
 
 

@@ -136,7 +136,7 @@ def test_catalog_persists_and_refuses_newer_schema(tmp_path: Path) -> None:
     import sqlite3
 
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE schema_version SET version = 7")
+        conn.execute("UPDATE alembic_version SET version_num = 'c0007'")
     conn.close()
     with pytest.raises(SchemaVersionError, match="catalog"):
         Catalog(path)

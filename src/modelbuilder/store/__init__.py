@@ -19,8 +19,9 @@ from .base import (
     ParentFilter,
     check_compute_transition,
 )
-from .catalog import Catalog, ResourceGroupDeletion, catalog_path, workspace_folder
-from .engine import is_sqlite, parse_url, sqlite_file_url
+from .catalog import Catalog, ResourceGroupDeletion, catalog_path, default_workspace_folder, workspace_folder
+from .engine import is_sqlite, mask_url, parse_url, sqlite_file_url
+from .properties import claim_store, read_workspace_properties, upgrade_store
 from .schema import CATALOG_SCHEMA, STORE_SCHEMA
 from .sql import SqlAlchemyStore
 
@@ -43,7 +44,8 @@ def open_store(url: str, workspace: str = "") -> MetadataStore:
 
     Raises:
         InvalidParameterError: the URL is malformed.
-        SchemaVersionError: the database was written by a newer modelbuilder.
+        SchemaVersionError: the database was written by a newer modelbuilder, or is a shared (server)
+            database with an older schema (upgrade it with ``upgrade_store``).
     """
     backend = parse_url(url).get_backend_name()
     return _FACTORIES.get(backend, _sqlalchemy_factory)(url, workspace)
@@ -69,10 +71,15 @@ __all__ = [
     "WORKER_STATUSES",
     "catalog_path",
     "check_compute_transition",
+    "claim_store",
+    "default_workspace_folder",
     "is_sqlite",
+    "mask_url",
     "open_store",
     "open_workspace_store",
+    "read_workspace_properties",
     "register_store",
     "sqlite_file_url",
+    "upgrade_store",
     "workspace_folder",
 ]

@@ -54,9 +54,23 @@ def catalog_path() -> Path:
     return settings.home() / "catalog.db"
 
 
+def default_workspace_folder(name: str, region: str) -> Path:
+    """Where a workspace's own files go by default: ``<region storage root>/<name>``."""
+    return (settings.get_region(region).storage_root / name).expanduser().resolve()
+
+
 def workspace_folder(workspace: Workspace) -> Path:
-    """The folder that holds a workspace's files (its artifact root's parent, and the default SQLite file)."""
-    return Path(workspace.artifact_root).parent
+    """The folder of this machine's files of a workspace: worker records, checkpoints, and (by default) the
+    SQLite file and the artifact root.
+
+    With the default layout that is the artifact root's parent. A workspace whose artifact root was given
+    (a shared one) keeps its machine-local files in its default folder instead: the shared root holds only
+    artifacts, and the worker records of one machine are never mistaken for another machine's.
+    """
+    root = Path(workspace.artifact_root)
+    if root.name == ARTIFACTS_DIR_NAME and root.parent.name == workspace.name:
+        return root.parent
+    return default_workspace_folder(workspace.name, workspace.region)
 
 
 def _resource_group(row: Any) -> ResourceGroup:
@@ -238,11 +252,12 @@ class Catalog:
         resource_group: str = settings.DEFAULT_RESOURCE_GROUP,
         region: str = settings.DEFAULT_REGION,
         store_url: str | None = None,
+        artifact_root: str | Path | None = None,
     ) -> Workspace:
         """Record a new workspace; its resource group is created on first use.
 
-        The default store is ``sqlite:///<region storage root>/<name>/workspace.db`` and the artifact root
-        ``<region storage root>/<name>/artifacts``.
+        The default store is ``sqlite:///<region storage root>/<name>/workspace.db`` and the default artifact
+        root ``<region storage root>/<name>/artifacts``.
 
         Raises:
             InvalidNameError: the workspace or resource group name breaks its rule.
@@ -253,9 +268,14 @@ class Catalog:
         check_workspace_name(name)
         check_resource_group_name(resource_group)
         location = settings.get_region(region)
-        folder = (location.storage_root / name).expanduser().resolve()
+        folder = default_workspace_folder(name, location.name)
         url = store_url if store_url is not None else sqlite_file_url(folder / WORKSPACE_DB_NAME)
         parse_url(url)
+        root = (
+            Path(artifact_root).expanduser().resolve()
+            if artifact_root is not None
+            else folder / ARTIFACTS_DIR_NAME
+        )
 
         def create(conn: Connection) -> Workspace:
             existing = self._find_workspace(conn, name)
@@ -274,7 +294,7 @@ class Catalog:
                     resource_group_key=group.name.lower(),
                     region=location.name,
                     store_url=url,
-                    artifact_root=str(folder / ARTIFACTS_DIR_NAME),
+                    artifact_root=str(root),
                     created_at=self._clock(),
                 )
             )

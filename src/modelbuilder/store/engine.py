@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -42,7 +43,22 @@ WRITE_OPTION = "modelbuilder_write"
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 DEFAULT_RETRY_S = 30.0
 _LOCK_MESSAGES = ("database is locked", "database is busy", "database table is locked")
-_DRIVER_HINTS = {"postgresql": "psycopg2-binary (or psycopg)", "mysql": "pymysql"}
+_DRIVER_HINTS = {"postgresql": '"modelbuilder[postgres]"', "mysql": "pymysql"}
+
+
+#: ``scheme://user:PASSWORD@`` in text that SQLAlchemy cannot parse as a URL.
+_PASSWORD_IN_TEXT = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with its password replaced by ``***``: the only form of a store URL that goes into messages,
+    logs, views and the portal. Text that is not a valid URL is masked too (``user:...@`` parts)."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return _PASSWORD_IN_TEXT.sub(r"\1***@", str(url))
 
 
 def parse_url(url: str | URL) -> URL:
@@ -51,7 +67,7 @@ def parse_url(url: str | URL) -> URL:
         return sa.make_url(url)
     except ArgumentError as exc:
         raise InvalidParameterError(
-            f"The store URL {str(url)!r} is not a valid SQLAlchemy URL.",
+            f"The store URL {mask_url(url)!r} is not a valid SQLAlchemy URL.",
             hint="Use sqlite:////absolute/path/workspace.db or postgresql://user:password@host/database.",
         ) from exc
 
@@ -72,8 +88,8 @@ def sqlite_file_url(path: str | Path) -> str:
 
 
 def describe_url(url: URL) -> str:
-    """The URL without its password, for messages and logs."""
-    return url.render_as_string(hide_password=True)
+    """The URL without its password, for messages and logs (``mask_url``)."""
+    return mask_url(url)
 
 
 def create_store_engine(url: str | URL, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Engine:
@@ -86,6 +102,9 @@ def create_store_engine(url: str | URL, *, busy_timeout_s: float = DEFAULT_BUSY_
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite_engine(parsed, busy_timeout_s)
+    if parsed.drivername == "postgresql":
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; the [postgres] extra installs psycopg 3.
+        parsed = parsed.set(drivername="postgresql+psycopg")
     try:
         return sa.create_engine(parsed, pool_pre_ping=True)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:

@@ -1,14 +1,8 @@
-"""Tables of the workspace store and of the catalog, their schema version, and the migrations.
+"""Tables of the workspace store and of the catalog.
 
-Every database we write carries a ``schema_version`` table with one row. Opening a database:
-
-- empty: the migrations are applied in order, from version 0 to ``SchemaSpec.version``;
-- older version: the missing migrations are applied, in one write transaction each;
-- same version: nothing to do;
-- newer version, or tables without a ``schema_version`` (not ours): ``SchemaVersionError``.
-
-Migration ``i`` takes a database from version ``i`` to ``i + 1``. Version 1 creates the tables below; when a
-version 2 changes them, freeze version 1's definitions in its migration first.
+These definitions are what the code reads and writes; the Alembic revisions in ``migrations/`` are what
+builds them in a database. Every change here needs a new revision there (the newest revision must build
+exactly these tables: ``tests/store/test_migrations.py`` compares them), see ``migrations/__init__.py``.
 
 Timestamps are stored as seconds since the epoch (double precision) so that SQLite and PostgreSQL order
 and compare them the same way; NaN metric values are stored as NULL (SQLite cannot store NaN).
@@ -16,18 +10,12 @@ and compare them the same way; NaN metric values are stored as NULL (SQLite cann
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..errors import SchemaVersionError
-from .engine import TransactionRunner
-
-logger = logging.getLogger(__name__)
+from .migrations import SchemaSpec as SchemaSpec
+from .migrations import ensure_schema as ensure_schema
+from .migrations import read_revision
 
 _NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -40,20 +28,9 @@ _NAMING = {
 _AutoId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def _version_table(metadata: sa.MetaData) -> sa.Table:
-    return sa.Table(
-        "schema_version",
-        metadata,
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("version", sa.Integer, nullable=False),
-        sa.Column("updated_at", sa.Double, nullable=False),
-    )
-
-
 # --- workspace store --------------------------------------------------------------------------------
 
 STORE_METADATA = sa.MetaData(naming_convention=_NAMING)
-store_version = _version_table(STORE_METADATA)
 
 experiments = sa.Table(
     "experiments",
@@ -82,6 +59,8 @@ runs = sa.Table(
     sa.Column("ended_at", sa.Double, nullable=True),
     sa.Column("heartbeat_at", sa.Double, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    sa.Column("error_type", sa.String(100), nullable=True),
+    sa.Column("error_hint", sa.Text, nullable=True),
     sa.Column("phase", sa.String(250), nullable=True),
     sa.Column("log_line_count", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index(None, "experiment_id", "number"),
@@ -154,10 +133,19 @@ computes = sa.Table(
     sa.Column("updated_at", sa.Double, nullable=False),
 )
 
+#: What the store knows about its own workspace (keys in ``catalog.WORKSPACE_PROPERTIES``), so another
+#: machine can attach to it from the store URL alone.
+workspace_properties = sa.Table(
+    "workspace_properties",
+    STORE_METADATA,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
 # --- catalog of resource groups and workspaces -----------------------------------------------------
 
 CATALOG_METADATA = sa.MetaData(naming_convention=_NAMING)
-catalog_version = _version_table(CATALOG_METADATA)
 
 resource_groups = sa.Table(
     "resource_groups",
@@ -187,95 +175,16 @@ workspaces = sa.Table(
 )
 
 
-# --- versions and migrations -------------------------------------------------------------------------
+# --- schema specs: what each kind of database must look like -------------------------------------
 
-Migration = Callable[[Connection], None]
-
-
-@dataclass(frozen=True)
-class SchemaSpec:
-    """What a database of one kind must look like: its tables and the migrations that build them."""
-
-    kind: str
-    metadata: sa.MetaData
-    version_table: sa.Table
-    migrations: Sequence[Migration]
-
-    @property
-    def version(self) -> int:
-        return len(self.migrations)
+STORE_SCHEMA = SchemaSpec("workspace store", STORE_METADATA, "workspace")
+CATALOG_SCHEMA = SchemaSpec("catalog", CATALOG_METADATA, "catalog")
 
 
-def _create_store_v1(conn: Connection) -> None:
-    STORE_METADATA.create_all(conn)
-
-
-def _create_catalog_v1(conn: Connection) -> None:
-    CATALOG_METADATA.create_all(conn)
-
-
-STORE_SCHEMA = SchemaSpec("workspace store", STORE_METADATA, store_version, (_create_store_v1,))
-CATALOG_SCHEMA = SchemaSpec("catalog", CATALOG_METADATA, catalog_version, (_create_catalog_v1,))
-
-
-def read_version(conn: Connection, spec: SchemaSpec, where: str) -> int:
-    """The schema version of the database (0 when empty).
+def read_version(conn: Connection, spec: SchemaSpec, where: str) -> str:
+    """The schema revision of the database ("" when empty).
 
     Raises:
-        SchemaVersionError: the database holds tables but no version (not ours), or a newer version.
+        SchemaVersionError: not a modelbuilder database, or one written by a newer modelbuilder.
     """
-    inspector = sa.inspect(conn)
-    if not inspector.has_table(spec.version_table.name):
-        foreign = [name for name in inspector.get_table_names() if not name.startswith("sqlite_")]
-        if foreign:
-            raise SchemaVersionError(
-                f"The database of {where} has tables ({', '.join(sorted(foreign)[:5])}) but no "
-                "schema_version table: it is not a modelbuilder "
-                f"{spec.kind}.",
-                hint="Point modelbuilder at an empty database or at one it created.",
-            )
-        return 0
-    version = conn.execute(sa.select(sa.func.max(spec.version_table.c.version))).scalar()
-    found = int(version or 0)
-    if found > spec.version:
-        raise SchemaVersionError(
-            f"The database of {where} has {spec.kind} schema version {found}, newer than version "
-            f"{spec.version} that this modelbuilder understands.",
-            hint="Upgrade modelbuilder (pip install -U modelbuilder) to open it.",
-        )
-    return found
-
-
-def ensure_schema(runner: TransactionRunner, spec: SchemaSpec, where: str) -> int:
-    """Bring the database up to ``spec.version`` and return the version it had when opened.
-
-    Raises:
-        SchemaVersionError: see ``read_version``.
-    """
-    found = runner.read(lambda conn: read_version(conn, spec, where))
-    if found == spec.version:
-        return found
-
-    def migrate(conn: Connection) -> int:
-        # Re-read inside the write transaction: another process may have migrated meanwhile.
-        current = read_version(conn, spec, where)
-        for index in range(current, spec.version):
-            logger.info("Migrating %s of %s from version %d to %d", spec.kind, where, index, index + 1)
-            spec.migrations[index](conn)
-        table = spec.version_table
-        conn.execute(sa.delete(table))
-        conn.execute(sa.insert(table).values(id=1, version=spec.version, updated_at=time.time()))
-        return current
-
-    runner.write(migrate)
-    return found
-
-
-def set_version(runner: TransactionRunner, spec: SchemaSpec, version: int) -> None:
-    """Overwrite the recorded schema version (for tests and repair tools)."""
-
-    def write(conn: Connection) -> None:
-        conn.execute(sa.delete(spec.version_table))
-        conn.execute(sa.insert(spec.version_table).values(id=1, version=version, updated_at=time.time()))
-
-    runner.write(write)
+    return read_revision(conn, spec, where).revision or ""

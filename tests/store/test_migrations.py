@@ -1,0 +1,163 @@
+"""Alembic migrations: the head builds exactly schema.py's tables, older workspaces are upgraded (SQLite,
+after a backup) or refused with the upgrade command (PostgreSQL), newer ones are refused."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from modelbuilder.errors import SchemaVersionError
+from modelbuilder.store import CATALOG_SCHEMA, STORE_SCHEMA, SqlAlchemyStore, sqlite_file_url, upgrade_store
+from modelbuilder.store.engine import create_store_engine
+from modelbuilder.store.migrations import backup_path, compare_with_metadata
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LEGACY_RUN = "b109cfd85ac64b6d9278e20397b08a73"
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_store_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _diff(url: str, spec: object) -> list[object]:
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as conn:
+            return compare_with_metadata(conn, spec)  # type: ignore[arg-type]
+    finally:
+        engine.dispose()
+
+
+def test_the_head_builds_exactly_the_tables_of_schema_py(
+    store_backend: str, store_url: str | None, tmp_path: Path
+) -> None:
+    url = store_url or sqlite_file_url(tmp_path / "workspace.db")
+    SqlAlchemyStore(url).close()
+    assert _diff(url, STORE_SCHEMA) == []
+    assert "schema_version" not in _tables(url)
+
+
+def test_the_catalog_head_builds_exactly_its_tables(tmp_path: Path) -> None:
+    from modelbuilder.store import Catalog
+
+    Catalog(tmp_path / "catalog.db").close()
+    assert _diff(sqlite_file_url(tmp_path / "catalog.db"), CATALOG_SCHEMA) == []
+
+
+def test_a_workspace_file_of_the_old_schema_is_backed_up_and_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "legacy" / "workspace.db"
+    path.parent.mkdir()
+    shutil.copy(FIXTURES / "workspace-v1.db", path)
+    with SqlAlchemyStore(sqlite_file_url(path), workspace="legacy") as store:
+        assert store.schema_version == STORE_SCHEMA.head
+        run = store.get_run(LEGACY_RUN)
+        assert run.status.value == "NotStarted"
+        assert [m.value for m in store.get_metric_history(run.id, "acc")] == [0.5]
+        assert store.count_log_lines(run.id) == 1
+        assert store.get_experiment("old-exp").id == run.experiment_id
+        assert [c.name for c in store.list_computes()] == ["local"]
+    assert _diff(sqlite_file_url(path), STORE_SCHEMA) == []
+    assert "schema_version" not in _tables(sqlite_file_url(path))
+    # The copy taken before the upgrade is the old file, named with its revision (the baseline, 0001).
+    backup = backup_path(path, STORE_SCHEMA.baseline)
+    assert backup.name == "workspace.db.backup-0001"
+    with sqlite3.connect(backup) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (1,)
+        assert "error_type" not in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    conn.close()
+    # Opening it again changes nothing and takes no new backup.
+    backup.unlink()
+    SqlAlchemyStore(sqlite_file_url(path)).close()
+    assert not backup.exists()
+
+
+def test_an_old_sqlite_workspace_opens_through_the_services(tmp_path: Path) -> None:
+    from modelbuilder.services import runs, workspaces
+
+    created = workspaces.create_workspace("legacy")
+    assert created.store_url.startswith("sqlite:")
+    database = Path(sa.make_url(created.store_url).database or "")
+    shutil.copy(FIXTURES / "workspace-v1.db", database)
+    for suffix in ("-wal", "-shm"):
+        database.with_name(database.name + suffix).unlink(missing_ok=True)
+    with workspaces.open_workspace("legacy") as session:
+        assert [run.id for run in runs.list_runs(session)] == [LEGACY_RUN]
+    assert backup_path(database, "0001").is_file()
+
+
+def _postgres_at(url: str, revision: str) -> None:
+    """Build the schema of an older release in an empty PostgreSQL database."""
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(STORE_SCHEMA.config(conn), revision)
+    finally:
+        engine.dispose()
+
+
+def test_an_old_postgresql_workspace_is_refused_until_upgraded_on_request(postgres_url: str) -> None:
+    _postgres_at(postgres_url, STORE_SCHEMA.baseline)
+    with pytest.raises(SchemaVersionError) as info:
+        SqlAlchemyStore(postgres_url, workspace="team-ws")
+    error = info.value
+    assert f"revision {STORE_SCHEMA.baseline}" in str(error) and "team-ws" in str(error)
+    assert (error.hint or "").endswith("modelbuilder workspace upgrade team-ws")
+    assert "error_type" not in {c["name"] for c in _columns(postgres_url, "runs")}
+
+    assert upgrade_store(postgres_url, "team-ws") == STORE_SCHEMA.baseline
+    with SqlAlchemyStore(postgres_url, workspace="team-ws") as store:
+        assert store.schema_version == STORE_SCHEMA.head
+    assert _diff(postgres_url, STORE_SCHEMA) == []
+    assert upgrade_store(postgres_url, "team-ws") == STORE_SCHEMA.head  # nothing left to do
+
+
+def _columns(url: str, table: str) -> list[dict[str, object]]:
+    engine = create_store_engine(url)
+    try:
+        return list(sa.inspect(engine).get_columns(table))  # type: ignore[arg-type]
+    finally:
+        engine.dispose()
+
+
+def test_a_postgresql_workspace_of_a_newer_version_is_refused(postgres_url: str) -> None:
+    SqlAlchemyStore(postgres_url).close()
+    engine = create_store_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    for attempt in (
+        lambda: SqlAlchemyStore(postgres_url, workspace="team-ws"),
+        lambda: upgrade_store(postgres_url),
+    ):
+        with pytest.raises(SchemaVersionError, match="0099") as info:
+            attempt()
+        assert "newer modelbuilder" in str(info.value)
+        assert "pip install -U modelbuilder" in (info.value.hint or "")
+
+
+def test_processes_creating_one_new_postgresql_store_at_once_all_succeed(postgres_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def open_once() -> None:
+        try:
+            SqlAlchemyStore(postgres_url).close()
+        except BaseException as exc:  # collected: the assertion below shows them
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_once) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert _diff(postgres_url, STORE_SCHEMA) == []
