@@ -118,8 +118,9 @@ def test_train_errors_are_one_line_and_a_hint(cli: Cli, data: Path, tmp_path: Pa
     missing = cli("train", tmp_path / "nothing", "--no-portal")
     assert missing.exit_code == 1
     assert missing.stderr.splitlines() == [
-        f"Error: The training data '{tmp_path / 'nothing'}' does not exist.",
-        "Hint: Give a folder with one sub-folder per label, or a CSV/TSV file with ImagePath,Label columns.",
+        f"Error: Data folder '{tmp_path / 'nothing'}' does not exist (looked for {tmp_path / 'nothing'}).",
+        "Hint: Check the path for typos. Give a folder with one sub-folder per label (data/cat/1.jpg, "
+        "data/dog/2.jpg, ...), or a CSV/TSV file with ImagePath,Label columns.",
     ]
     assert missing.stdout == ""
     no_data = cli("train", "--no-portal")

@@ -82,7 +82,7 @@ def scan_dataset(
     if require_labels is None:
         _check_labels(what, root, labels, items, len(bad))
     else:
-        labels = _check_required_labels(what, labels, items, list(require_labels))
+        labels = check_required_labels(what, labels, {item.label for item in items}, list(require_labels))
     issues.sort(key=lambda issue: (issue.path, issue.kind))
     dataset = Dataset(source=root, labels=labels, items=items, issues=issues)
     logger.info(
@@ -97,6 +97,22 @@ def scan_dataset(
 
 
 # ------------------------------------------------------------------------------------------ listing
+
+
+def list_source(source: str | Path) -> tuple[Listing, str]:
+    """The cheap first step of a scan: list the files and labels of a source without opening any image.
+
+    Used to refuse bad input before a run exists; the checks that need every file's content (corrupt
+    images, duplicates) stay in ``scan_dataset``.
+
+    Returns:
+        The listing, and how messages name the source (``Data folder '<source>'``).
+
+    Raises:
+        DatasetError: as ``scan_dataset`` for a source that is missing, empty, of an unknown type, without
+            label folders, or an unreadable CSV/TSV.
+    """
+    return _list_source(Path(source).expanduser().absolute(), source, None)
 
 
 def _list_source(
@@ -300,19 +316,34 @@ def _bad_images_error(what: str, bad: list[DataIssue]) -> DatasetError:
 # -------------------------------------------------------------------------------------- validation
 
 
+def check_label_count(
+    what: str, root: Path, labels: Sequence[str], counts: dict[str, int] | None = None
+) -> None:
+    """Raise when there are fewer than 2 labels (``counts``: usable images per label, when known).
+
+    Raises:
+        DatasetError: one label or none.
+    """
+    if len(labels) >= 2:
+        return
+    unit = "label folder" if root.is_dir() else "label"
+    found = "no labels"
+    if labels:
+        found = f"only one label, '{labels[0]}'"
+        if counts is not None:
+            found += f" ({counts[labels[0]]} usable images)"
+    raise DatasetError(
+        f"{what} has {found}; image classification needs at least 2 labels.",
+        hint=f"Add a {unit} with images for each other class, e.g. <data>/<other-label>/<image>.",
+    )
+
+
 def _check_labels(what: str, root: Path, labels: list[str], items: list[ImageItem], bad_count: int) -> None:
     counts = {label: 0 for label in labels}
     for item in items:
         counts[item.label] += 1
     unit = "label folder" if root.is_dir() else "label"
-    if len(labels) < 2:
-        found = (
-            f"only one label, '{labels[0]}' ({counts[labels[0]]} usable images)" if labels else "no labels"
-        )
-        raise DatasetError(
-            f"{what} has {found}; image classification needs at least 2 labels.",
-            hint=f"Add a {unit} with images for each other class, e.g. <data>/<other-label>/<image>.",
-        )
+    check_label_count(what, root, labels, counts)
     too_few = {label: count for label, count in counts.items() if count < 2}
     if too_few:
         listed = ", ".join(f"'{label}' has {count}" for label, count in too_few.items())
@@ -325,10 +356,15 @@ def _check_labels(what: str, root: Path, labels: list[str], items: list[ImageIte
         )
 
 
-def _check_required_labels(
-    what: str, labels: list[str], items: list[ImageItem], required: list[str]
-) -> list[str]:
-    present = {item.label for item in items}
+def check_required_labels(what: str, labels: list[str], present: set[str], required: list[str]) -> list[str]:
+    """Validation data must have exactly the training labels, each with an image (``present``).
+
+    Returns:
+        The required labels, sorted.
+
+    Raises:
+        DatasetError: a label not in the training data, or a training label without images here.
+    """
     unknown = sorted(set(labels) - set(required))
     missing = sorted(set(required) - present)
     if unknown or missing:

@@ -26,6 +26,7 @@ from ..training.config import TrainingConfig
 from .computes import require_usable_compute
 from .experiments import default_experiment_name, get_or_create_experiment
 from .workspaces import WorkspaceSession
+from .preflight import check_submission
 
 logger = logging.getLogger(__name__)
 
@@ -122,17 +123,14 @@ def submit_training(
         ComputeError: the worker could not be started (the run is marked Failed).
     """
     config = _absolute(config)
-    fingerprint = dataset_fingerprint(config.data)
-    if config.validation_data is not None and not Path(config.validation_data).exists():
-        raise DatasetError(
-            f"The validation data {config.validation_data!r} does not exist.",
-            hint="Give a folder with the same label sub-folders as the training data, or leave "
-            "--validation-data out to split the training data.",
-        )
     found = require_usable_compute(session, compute)
     spec = ComputeSpec.from_compute(found)
+    experiment = experiment or default_experiment_name(config.data)
+    # Bad input is refused here, before a run row exists (no Failed run is left behind for a typo).
+    checked = check_submission(config, experiment=experiment, compute=found.name, backend=found.backend)
+    fingerprint = dataset_fingerprint(config.data) if checked.data_visible else None
     backend = get_backend(spec.backend)
-    exp = get_or_create_experiment(session, experiment or default_experiment_name(config.data))
+    exp = get_or_create_experiment(session, experiment)
     params = {**config.to_dict(), **(extra_params or {})}
     if checkpoint_of is not None:
         params[CHECKPOINT_OF] = checkpoint_of

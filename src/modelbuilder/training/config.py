@@ -15,8 +15,6 @@ _UNIT_SECONDS = {
 }
 
 ON_BAD_IMAGE = ("skip", "fail")
-#: The trial strategies ``TrainingConfig.strategies`` may name (the trainer's default set, in its order).
-STRATEGIES = ("linear", "partial_finetune", "scratch_cnn", "ensemble")
 
 
 def parse_duration(text: str | float | int) -> float:
