@@ -25,9 +25,9 @@ from ..errors import DatasetError, InvalidStateError
 from ..training.config import TrainingConfig
 from .computes import require_usable_compute
 from .experiments import default_experiment_name, get_or_create_experiment
-from .workspaces import WorkspaceSession
 from .preflight import check_submission
 
+from .workspaces import WorkspaceSession
 logger = logging.getLogger(__name__)
 
 #: Run params that are not TrainingConfig fields.
