@@ -26,8 +26,8 @@ from ..training.config import TrainingConfig
 from .computes import require_usable_compute
 from .experiments import default_experiment_name, get_or_create_experiment
 from .preflight import check_submission
-
 from .workspaces import WorkspaceSession
+
 logger = logging.getLogger(__name__)
 
 #: Run params that are not TrainingConfig fields.
