@@ -68,6 +68,12 @@ def blockers(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def torch_blockers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Only the torch stack blocked: for snippets that use modelbuilder's torch-free prediction."""
+    return _blocker_folder(tmp_path_factory.mktemp("torch-blockers"), ("torch", "torchvision", "timm"))
+
+
+@pytest.fixture(scope="session")
 def webapi_blockers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Like ``blockers``, but FastAPI may be imported (the Web API is built on it)."""
     return _blocker_folder(tmp_path_factory.mktemp("webapi-blockers"), WEBAPI_BLOCKED)

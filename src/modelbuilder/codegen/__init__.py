@@ -7,5 +7,6 @@ never modelbuilder or torch.
 from __future__ import annotations
 
 from .generator import check_project_name, generate_code, package_name
+from .snippets import Snippet, consume_snippets
 
-__all__ = ["check_project_name", "generate_code", "package_name"]
+__all__ = ["Snippet", "check_project_name", "consume_snippets", "generate_code", "package_name"]
