@@ -5,6 +5,8 @@ Slow (about a minute, most of it pip): the venv is built once per test session.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from factories import make_image, save_image_bytes
+from modelbuilder.codegen import Snippet, consume_snippets
 from modelbuilder.pipeline import load_model
 
 httpx = pytest.importorskip("httpx")
@@ -26,6 +29,7 @@ pytestmark = pytest.mark.slow
 
 PIP_OFFLINE_SIGNS = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable")
 TORCH_STACK = ("torch", "torchvision", "timm", "onnx", "modelbuilder")
+IMAGE = "my photo.jpg"
 
 
 def venv_env() -> dict[str, str]:
@@ -37,12 +41,25 @@ def venv_env() -> dict[str, str]:
     return env
 
 
+def venv_shell_env(python: Path) -> dict[str, str]:
+    """A shell environment with the venv activated: ``python`` and ``pip`` are the venv's."""
+    env = venv_env()
+    env["VIRTUAL_ENV"] = str(python.parent.parent)
+    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
 @pytest.fixture(scope="session")
-def downloaded_web_api(generated: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the generated Web API folder, as a user gets it from a run's outputs."""
-    return Path(
-        shutil.copytree(generated["web_api"], tmp_path_factory.mktemp("user") / "Colour-Kinds.WebApi")
-    )
+def user_outputs(generated: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the generated projects plus an image, as a user has them in a run's outputs folder."""
+    folder = Path(shutil.copytree(generated["web_api"].parent, tmp_path_factory.mktemp("user") / "out"))
+    make_image(2, 9, 56).save(folder / IMAGE, "JPEG", quality=90)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def downloaded_web_api(user_outputs: Path) -> Path:
+    return user_outputs / "Colour-Kinds.WebApi"
 
 
 @pytest.fixture(scope="session")
@@ -73,22 +90,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def server(webapi_python: Path, downloaded_web_api: Path, tmp_path: Path) -> Iterator[str]:
-    """``python main.py --host 127.0.0.1 --port <free>`` in the venv, up and healthy; stopped afterwards."""
-    port = free_port()
-    log = tmp_path / "server.log"
+@contextlib.contextmanager
+def serving(command: list[str], cwd: Path, env: dict[str, str], port: int, log: Path) -> Iterator[str]:
+    """Run ``command`` (a Web API on ``port``) until it answers /health; Ctrl+C it afterwards."""
     with open(log, "w", encoding="utf-8") as output:
+        # Its own process group: Ctrl+C reaches the server even when a shell started it.
         process = subprocess.Popen(
-            [str(webapi_python), "main.py", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=downloaded_web_api,
-            env=venv_env(),
-            stdout=output,
-            stderr=subprocess.STDOUT,
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             assert process.poll() is None, f"the Web API exited early:\n{log.read_text()}"
             try:
@@ -100,13 +112,22 @@ def server(webapi_python: Path, downloaded_web_api: Path, tmp_path: Path) -> Ite
             time.sleep(0.2)
         yield url
     finally:
-        process.send_signal(signal.SIGINT)  # Ctrl+C: uvicorn shuts down gracefully, main.py exits 0
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl+C: uvicorn shuts down gracefully, main.py exits 0
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=15)
     assert process.returncode == 0, log.read_text()
+
+
+@pytest.fixture
+def server(webapi_python: Path, downloaded_web_api: Path, tmp_path: Path) -> Iterator[str]:
+    """``python main.py --host 127.0.0.1 --port <free>`` in the venv, up and healthy; stopped afterwards."""
+    port = free_port()
+    command = [str(webapi_python), "main.py", "--host", "127.0.0.1", "--port", str(port)]
+    with serving(command, downloaded_web_api, venv_env(), port, tmp_path / "server.log") as url:
+        yield url
 
 
 def test_the_venv_has_no_torch(webapi_python: Path) -> None:
@@ -162,3 +183,43 @@ def test_the_server_predicts_as_the_prediction_engine_does(server: str, bundle: 
     assert refused.status_code == 415 and "not a readable image" in refused.json()["detail"]
     health = httpx.get(f"{server}/health", timeout=30).json()
     assert health == {"status": "ok", "model": "Colour-Kinds", "labels": ["red", "green", "blue"]}
+
+
+def run_snippet(snippet: Snippet, python: Path, cwd: Path) -> str:
+    """Run a snippet's setup and code as a user would, in a shell with the venv activated."""
+    env = venv_shell_env(python)
+    if snippet.setup:
+        setup = subprocess.run(
+            ["bash", "-euc", snippet.setup], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+    command = (
+        ["python", "-c", snippet.code] if snippet.language == "python" else ["bash", "-euc", snippet.code]
+    )
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_the_consume_snippets_work_in_a_torch_free_venv(
+    webapi_python: Path, user_outputs: Path, bundle: Path, tmp_path: Path
+) -> None:
+    """Model package (pip install included), console app and Web API + curl, exactly as shown."""
+    expected = load_model(bundle).predict(user_outputs / IMAGE)
+    port = free_port()
+    snippets = {item.key: item for item in consume_snippets("Colour-Kinds", image=IMAGE, port=port)}
+
+    prediction, scores = run_snippet(snippets["model_package"], webapi_python, user_outputs).splitlines()
+    assert prediction == expected.prediction
+    assert json.loads(scores) == pytest.approx(expected.score, abs=1e-6)
+
+    console = run_snippet(snippets["console_app"], webapi_python, user_outputs)
+    assert f"Image: {IMAGE}\nPredicted label: {expected.prediction}\n" in console
+
+    web_api = snippets["web_api"]
+    command = ["bash", "-euc", web_api.code]
+    with serving(command, user_outputs, venv_shell_env(webapi_python), port, tmp_path / "snippet.log"):
+        body = json.loads(run_snippet(snippets["web_api_request"], webapi_python, user_outputs))
+    assert body["prediction"] == expected.prediction
+    for label, score in zip(["red", "green", "blue"], expected.score, strict=True):
+        assert abs(body["scores"][label] - score) <= 1e-5
