@@ -1,4 +1,4 @@
-"""A process that logs metrics into one SQLite workspace as fast as it can (used by test_concurrency)."""
+"""A process that logs metrics into one workspace (SQLite or PostgreSQL) as fast as it can."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""8 processes log metrics into ONE SQLite workspace at once: no lock error reaches a caller, none is lost.
+"""8 processes log metrics into ONE workspace at once, on SQLite and on PostgreSQL: no lock error reaches a
+caller, none is lost.
 
-The issue asks for 30 seconds, which is the default; ``MODELBUILDER_STRESS_SECONDS`` changes it (e.g. 5 for a
-quick local run).
+The issue asks for 30 seconds on SQLite (the backend with one writer at a time), which is the default; the
+PostgreSQL run takes 10 seconds (it has no single-writer lock to starve on; the shorter run keeps the suite's
+time). ``MODELBUILDER_STRESS_SECONDS`` sets both (e.g. 5 for a quick local run).
 """
 
 from __future__ import annotations
@@ -9,26 +11,27 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from stress_worker import log_for
 
 from modelbuilder.entities import RunStatus
 from modelbuilder.store import SqlAlchemyStore, sqlite_file_url
+from modelbuilder.store.engine import create_store_engine
 
 PROCESSES = 8
-DEFAULT_SECONDS = 30.0
+DEFAULT_SECONDS = {"sqlite": 30.0, "postgresql": 10.0}
 # Read at import: the autouse fixture of tests/conftest.py removes MODELBUILDER_* variables per test.
-SECONDS = float(os.environ.get("MODELBUILDER_STRESS_SECONDS") or DEFAULT_SECONDS)
+SECONDS_SET = os.environ.get("MODELBUILDER_STRESS_SECONDS")
 
 
-@pytest.mark.timeout(int(SECONDS) + 180)
-def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "stress" / "workspace.db"
-    url = sqlite_file_url(path)
+@pytest.mark.timeout(int(float(SECONDS_SET or 30)) + 180)
+def test_concurrent_writers_lose_nothing(store_backend: str, store_url: str | None, tmp_path: Path) -> None:
+    seconds = float(SECONDS_SET) if SECONDS_SET else DEFAULT_SECONDS[store_backend]
+    url = store_url or sqlite_file_url(tmp_path / "stress" / "workspace.db")
     with SqlAlchemyStore(url, workspace="stress") as store:
         experiment = store.get_or_create_experiment("stress")
         shared = store.create_run(experiment.id, status=RunStatus.RUNNING)
@@ -41,7 +44,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     barrier = context.Barrier(PROCESSES + 1)
     results = context.Queue()
     workers = [
-        context.Process(target=log_for, args=(url, runs[i], shared.id, i, SECONDS, barrier, results))
+        context.Process(target=log_for, args=(url, runs[i], shared.id, i, seconds, barrier, results))
         for i in range(PROCESSES)
     ]
     for worker in workers:
@@ -51,7 +54,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     reports = []
     for _ in workers:
         try:
-            reports.append(results.get(timeout=SECONDS + 120))
+            reports.append(results.get(timeout=seconds + 120))
         except queue.Empty:
             break
     elapsed = time.monotonic() - started
@@ -75,15 +78,18 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
             assert len(shared_history) == report["shared"]
         assert store.count_log_lines(shared.id) == sum(report["lines"] for report in reports)
         assert store.check_integrity() == "ok"
-    with sqlite3.connect(path) as conn:
-        total = conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
-        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
-    conn.close()
+    engine = create_store_engine(url)  # counted past the store's API: every row, not only what it returns
+    try:
+        with engine.connect() as conn:
+            total = conn.execute(sa.text("SELECT COUNT(*) FROM metrics")).scalar()
+    finally:
+        engine.dispose()
     expected = sum(report["logged"] + report["shared"] for report in reports)
-    assert total == expected and integrity == "ok"
+    assert total == expected
     transactions = sum(report["transactions"] for report in reports)
     per_process = ", ".join(str(r["logged"]) for r in sorted(reports, key=lambda r: r["index"]))
     print(
-        f"\n{PROCESSES} processes, {elapsed:.1f} s: {total} metrics, {transactions} write transactions "
+        f"\n{store_backend}: {PROCESSES} processes, {elapsed:.1f} s: {total} metrics, "
+        f"{transactions} write transactions "
         f"({transactions / elapsed:.0f}/s); metrics per process: {per_process}"
     )

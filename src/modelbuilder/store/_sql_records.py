@@ -88,6 +88,9 @@ class RunRecordsMixin:
 
         def write(conn: Connection) -> int:
             full_id = self._open_run_id(conn, run_id, "metrics")
+            # The run's row lock serialises writers of one run's latest_metrics on servers with many writers
+            # (PostgreSQL); SQLite has one writer anyway and ignores FOR UPDATE.
+            conn.execute(sa.select(runs.c.id).where(runs.c.id == full_id).with_for_update())
             conn.execute(
                 sa.insert(metrics_table),
                 [
@@ -166,11 +169,18 @@ class RunRecordsMixin:
 
         def write(conn: Connection) -> int:
             full_id = self._resolve_run_id(conn, run_id)
-            count = int(
-                conn.execute(sa.select(runs.c.log_line_count).where(runs.c.id == full_id)).scalar_one()
-            )
+            counted = sa.select(runs.c.log_line_count).where(runs.c.id == full_id)
             if not texts:
-                return count
+                return int(conn.execute(counted).scalar_one())
+            # Count first, in one UPDATE: it takes the run's row lock, so concurrent writers on a server
+            # (PostgreSQL, read committed) number their lines one after the other instead of alike.
+            conn.execute(
+                sa.update(runs)
+                .where(runs.c.id == full_id)
+                .values(log_line_count=runs.c.log_line_count + len(texts))
+            )
+            total = int(conn.execute(counted).scalar_one())
+            count = total - len(texts)
             conn.execute(
                 sa.insert(log_lines),
                 [
@@ -178,10 +188,7 @@ class RunRecordsMixin:
                     for i, text in enumerate(texts)
                 ],
             )
-            conn.execute(
-                sa.update(runs).where(runs.c.id == full_id).values(log_line_count=count + len(texts))
-            )
-            return count + len(texts)
+            return total
 
         return self._tx.write(write)
 
