@@ -1,0 +1,348 @@
+"""The follower: the submitting machine's side of a Ray run. It applies the job's events to the store.
+
+The cluster never sees the workspace store. For each Ray run, a small local process
+(``python -m modelbuilder.compute.ray.follow FOLLOW.json``, in its own session so it outlives the CLI that
+started it) reads the job's log from an offset, turns each event line into the same ``StoreReporter``
+calls a local worker makes (metrics, logs, trials, phases, heartbeats of the run), reconciles the run
+with the job's state, and at the end verifies the outputs' sha256 and records them exactly as the local
+worker does (``Worker._finish``): the run is ``Completed`` (or ``Canceled`` with the best model so far)
+only then.
+
+Exactly once: the offset of the last applied log line is saved (``cursor.json``) after each applied batch,
+and one follower at a time holds the run's lock; a restarted follower (``modelbuilder run attach``)
+resumes from the saved offset. A crash between a batch's store write and the cursor write can repeat that
+one batch (at most ``POLL_S`` seconds of events).
+
+Job state -> run: PENDING -> Queued (and, after ``PENDING_CHECK_S``, the size is checked against the live
+nodes: a job that can never be scheduled fails with the reason), RUNNING -> Preparing, then Running from
+the job's ``started`` event; SUCCEEDED with a result event -> Completed; FAILED -> Failed with the job's
+error; STOPPED -> Canceled; a job the cluster no longer knows -> Failed with that reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ...artifacts import open_artifact_store
+from ...entities import RunError, RunStatus
+from ...errors import InvalidStateError
+from ...fileio import atomic_write_text
+from ...store import lifecycle, open_store
+from ...store.base import MetadataStore
+from ..job import RunFolders, TrainingJob
+from ..outputs import result_from_dict
+from ..sizes import get_size
+from ..store_reporter import StoreReporter
+from ..worker import Worker
+from .cluster import ClusterUnreachableError, RayCluster
+from .events import Event, digest, split_log
+from .jobs import JobState, get_job, job_logs, stop, submission_id
+from .resources import cluster_fit_reason
+
+logger = logging.getLogger(__name__)
+
+POLL_S = float(os.environ.get("MODELBUILDER_RAY_POLL_S", "1.0"))
+#: A job still PENDING after this long has its size checked against the live nodes.
+PENDING_CHECK_S = float(os.environ.get("MODELBUILDER_RAY_PENDING_S", "30"))
+#: How long the cluster may stay unreachable before the run is given up as lost.
+UNREACHABLE_GIVE_UP_S = 300.0
+FOLLOW_FILE = "ray-follow.json"
+CURSOR_FILE = "ray-cursor.json"
+LOCK_FILE = "ray-follow.lock"
+FOLLOWER_RECORD = "ray-follower.json"
+
+
+@dataclass(frozen=True)
+class FollowSpec:
+    """What a follower needs: the job (store, artifacts, run), and how to reach the cluster."""
+
+    job: dict[str, Any]
+    address: str
+    size: str
+    token_ref: str | None = None
+
+    def save(self, path: Path) -> Path:
+        return atomic_write_text(path, json.dumps(asdict(self), sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path) -> FollowSpec:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+class JobError(Exception):
+    """The job's own error, as its ``error`` event or Ray's message told it (becomes the run's error)."""
+
+    def __init__(self, error: RunError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class Follower:
+    """Applies one Ray job's events to its run, and ends the run when the job ends."""
+
+    def __init__(self, spec: FollowSpec, store: MetadataStore, worker: Worker) -> None:
+        self.spec = spec
+        self.job = TrainingJob.from_dict(spec.job)
+        self.run_id = self.job.run_id
+        self.store = store
+        self.worker = worker
+        self.folders = RunFolders.of_job(self.job)
+        self.cluster = RayCluster(spec.address, spec.token_ref)
+        self.client: Any = None
+        self.offset = self._load_cursor()
+        self.result: Event | None = None
+        self.error: Event | None = None
+        self.stop_sent = False
+        self.reporter: StoreReporter | None = None
+
+    # --- the cursor --------------------------------------------------------------------------------
+
+    def _load_cursor(self) -> int:
+        try:
+            return int(json.loads((self.folders.state_dir / CURSOR_FILE).read_text())["offset"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
+    def _save_cursor(self) -> None:
+        atomic_write_text(self.folders.state_dir / CURSOR_FILE, json.dumps({"offset": self.offset}))
+
+    # --- events --------------------------------------------------------------------------------
+
+    def apply(self, text: str) -> None:
+        """Apply the complete lines of ``text`` after the saved offset, then save the new offset."""
+        reporter = self.reporter
+        assert reporter is not None
+        fresh = text[self.offset :]
+        consumed = 0
+        for event, line in split_log(fresh):
+            consumed += len(line) + 1
+            if event is None:
+                if line.strip():
+                    reporter.log(line.rstrip())
+                continue
+            self._apply_event(reporter, event)
+        if consumed:
+            reporter.flush()
+            self.offset += consumed
+            self._save_cursor()
+
+    def _apply_event(self, reporter: StoreReporter, event: Event) -> None:
+        data = event.data
+        kind = event.kind
+        if kind == "started":
+            with contextlib.suppress(InvalidStateError):
+                self._advance(RunStatus.RUNNING)
+            reporter.log(
+                f"Ray job {submission_id(self.run_id)} started (pid {data.get('pid')} on {data.get('host')})."
+            )
+        elif kind == "phase":
+            reporter.phase(str(data.get("name", "")), str(data.get("message", "")))
+        elif kind == "progress":
+            reporter.progress(str(data.get("task", "")), int(data.get("completed", 0)), data.get("total"))
+        elif kind == "metric":
+            value = data.get("value")
+            if isinstance(value, (int, float)):
+                reporter.metric(str(data["key"]), float(value), int(data.get("step", 0)), data.get("trial"))
+        elif kind == "log":
+            reporter.log(str(data.get("line", "")))
+        elif kind == "trial_started":
+            reporter.trial_started(str(data["trial"]), dict(data.get("params") or {}))
+        elif kind == "trial_ended":
+            reporter.trial_ended(str(data["trial"]), str(data["status"]), dict(data.get("metrics") or {}))
+        elif kind == "result":
+            self.result = event
+        elif kind == "error":
+            self.error = event
+        # "heartbeat": the reporter's own heartbeats keep the run alive while the job is followed.
+
+    def _advance(self, target: RunStatus) -> None:
+        status = self.store.get_run(self.run_id).status
+        if status is RunStatus.QUEUED:
+            lifecycle.prepare(self.store, self.run_id, phase="setting up the Ray job")
+            status = RunStatus.PREPARING
+        if target is RunStatus.RUNNING and status is RunStatus.PREPARING:
+            lifecycle.start(self.store, self.run_id, phase="training on Ray")
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def follow(self) -> int:
+        """Follow the job to its end and end the run; the exit code (0: the run ended as the job did)."""
+        run = self.store.get_run(self.run_id)
+        if run.status.is_terminal:
+            return 0
+        reporter = self.reporter = StoreReporter(self.store, run, log_path=self.folders.log_path).start()
+        self.worker.reporter = reporter
+        started = time.monotonic()
+        try:
+            info = self._watch()
+            return self._end(info, time.monotonic() - started)
+        except JobError as exc:
+            return self.worker._fail(exc.error)
+        except Exception as exc:  # a bug or the store: the run must not stay Running for ever
+            logger.exception("Following run %s failed", self.run_id)
+            return self.worker._fail(RunError.from_exception(exc))
+        finally:
+            reporter.close()
+
+    def _watch(self) -> JobState:
+        reporter = self.reporter
+        assert reporter is not None
+        pending_since = time.monotonic()
+        unreachable_since: float | None = None
+        while True:
+            try:
+                self.client = self.client or self.cluster.job_client()
+                info = get_job(self.client, self.run_id)
+                self.apply(job_logs(self.client, self.run_id))
+                unreachable_since = None
+            except ClusterUnreachableError as exc:
+                self.client = None
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > UNREACHABLE_GIVE_UP_S:
+                    raise JobError(RunError("ComputeError", exc.message, exc.hint)) from None
+                time.sleep(POLL_S)
+                continue
+            if info.state is JobState.PENDING:
+                if time.monotonic() - pending_since > PENDING_CHECK_S:
+                    self._check_schedulable()
+                    pending_since = time.monotonic()
+            elif info.state is JobState.RUNNING:
+                with contextlib.suppress(InvalidStateError):
+                    self._advance(RunStatus.PREPARING)
+            if reporter.should_stop() and not self.stop_sent and not info.state.is_final:
+                reporter.log(f"Stopping Ray job {submission_id(self.run_id)} ({reporter.stop_reason}).")
+                stop(self.client, self.run_id)
+                self.stop_sent = True
+            if info.state.is_final:
+                self.apply(job_logs(self.client, self.run_id) + "\n")  # the last line, even unterminated
+                return info.state
+            time.sleep(POLL_S)
+
+    def _check_schedulable(self) -> None:
+        reason = cluster_fit_reason(self.cluster, get_size(self.spec.size))
+        if reason is None:
+            return  # it fits; the cluster is busy: the run stays Queued
+        with contextlib.suppress(RuntimeError):
+            stop(self.client, self.run_id)
+        raise JobError(
+            RunError(
+                "ComputeError",
+                f"Ray job {submission_id(self.run_id)} can never be scheduled: {reason}.",
+                "Create a compute of a size the cluster has (modelbuilder compute sizes), or add nodes.",
+            )
+        )
+
+    def _end(self, state: JobState, seconds: float) -> int:
+        if self.result is not None and state in (JobState.SUCCEEDED, JobState.STOPPED):
+            return self._finish_with_result(self.result, seconds)
+        if self.error is not None:
+            data = self.error.data
+            raise JobError(
+                RunError(
+                    str(data.get("type") or "TrainingError"), str(data.get("message", "")), data.get("hint")
+                )
+            )
+        if state is JobState.STOPPED:
+            status = self.store.get_run(self.run_id).status
+            if status is not RunStatus.CANCEL_REQUESTED:
+                with contextlib.suppress(InvalidStateError):
+                    lifecycle.request_cancel(self.store, self.run_id)
+            lifecycle.end_canceled(self.store, self.run_id)
+            return 0
+        if state is JobState.UNKNOWN:
+            message = (
+                f"The Ray cluster at {self.cluster.address} no longer knows job "
+                f"{submission_id(self.run_id)} (the cluster restarted, or the job was deleted)."
+            )
+            raise JobError(RunError("ComputeError", message, "Train again."))
+        info = get_job(self.client, self.run_id)
+        raise JobError(
+            RunError(
+                "ComputeError",
+                f"Ray job {submission_id(self.run_id)} ended {state.value}: {info.message or 'no result'}",
+                None,
+            )
+        )
+
+    def _finish_with_result(self, event: Event, seconds: float) -> int:
+        """Verify each output against the job's sha256, then end the run as the local worker does."""
+        data = event.data
+        output_dir = Path(str(data.get("output_dir", "")))
+        files = {str(k): Path(str(v)) for k, v in dict(data.get("files") or {}).items()}
+        expected = dict(data.get("sha256") or {})
+        bad = []
+        for name, path in sorted(files.items()):
+            if not path.exists():
+                bad.append(f"{name} (not readable here at {path})")
+            elif digest(path) != expected.get(name):
+                bad.append(f"{name} (sha256 differs from the job's)")
+        if bad:
+            raise JobError(
+                RunError(
+                    "ArtifactNotFoundError",
+                    f"The outputs of run '{self.run_id}' could not be verified: {', '.join(bad)}.",
+                    "The cluster must write outputs to a path this machine can read (same machine or a "
+                    "shared filesystem).",
+                )
+            )
+        result = replace(result_from_dict(dict(data["result"]), output_dir), files=files)
+        return self.worker._finish(result, seconds)
+
+
+def _lock(path: Path) -> Any:
+    """An exclusive lock on ``path`` held until the returned handle is closed; None if another holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def follow_run(spec: FollowSpec) -> int:
+    """Open the run's workspace and follow its job (nothing when another follower already does)."""
+    job = TrainingJob.from_dict(spec.job)
+    folders = RunFolders.of_job(job)
+    lock = _lock(folders.state_dir / LOCK_FILE)
+    if lock is None:
+        logger.info("Run %s is followed by another process already", job.run_id)
+        return 0
+    store = open_store(job.store_url, job.workspace)
+    try:
+        worker = Worker(job, store, open_artifact_store(job.artifact_root))
+        return Follower(spec, store, worker).follow()
+    finally:
+        store.close()
+        lock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m modelbuilder.compute.ray.follow FOLLOW.json\n")
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is for the CLI
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(143)  # stop following; the job runs on, a later attach resumes
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return follow_run(FollowSpec.load(Path(args[0])))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
