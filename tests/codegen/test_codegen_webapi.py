@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from collections.abc import Iterator
@@ -205,3 +206,26 @@ def test_main_refuses_a_damaged_model_before_listening(
     result = run_python([str(copy / "main.py"), "--port", "0"], webapi_blockers, cwd=tmp_path)
     assert result.returncode == 2
     assert "does not match MLModel.zip" in result.stderr
+
+
+def test_a_damaged_model_answers_503_with_the_reason(
+    generated: dict[str, Path], webapi_blockers: Path, tmp_path: Path
+) -> None:
+    """Served without main.py (``uvicorn app:app``), a damaged model is reported on every request."""
+    copy = shutil.copytree(generated["web_api"], tmp_path / "Colour-Kinds.WebApi")
+    (copy / "colour_kinds_model" / "MLModel.zip").unlink()
+    script = f"""
+import json, sys
+sys.path.insert(0, {str(copy)!r})
+from fastapi.testclient import TestClient
+from app import app
+client = TestClient(app)
+image = open({str(copy / "sample.jpg")!r}, "rb").read()
+answers = [client.get("/health"), client.post("/predict", content=image)]
+print(json.dumps([[answer.status_code, answer.json()["detail"]] for answer in answers]))
+"""
+    result = run_python(["-c", script], webapi_blockers, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for status, detail in json.loads(result.stdout):
+        assert status == 503
+        assert "model files are missing" in detail and "MLModel.zip" in detail
