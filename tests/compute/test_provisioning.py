@@ -40,8 +40,9 @@ GPU_BOX = MachineCapacity(cores=32, memory_gib=256, gpus=4, gpu_names=("A",) * 4
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqlAlchemyStore]:
-    with SqlAlchemyStore(sqlite_file_url(tmp_path / "ws" / "workspace.db"), workspace="ws1") as opened:
-        yield opened
+    opened = SqlAlchemyStore(sqlite_file_url(tmp_path / "ws" / "workspace.db"), workspace="ws1")
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

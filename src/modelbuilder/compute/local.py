@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import psutil
 
@@ -115,10 +116,10 @@ class LocalBackend(ComputeBackend):
         capacity: the machine to compare sizes with (default: this machine, detected once).
     """
 
-    name = LOCAL_BACKEND
-    max_nodes = 1
-    accepts_local_size = True
-    uses_address = False
+    name: ClassVar[str] = LOCAL_BACKEND
+    max_nodes: ClassVar[int | None] = 1
+    accepts_local_size: ClassVar[bool] = True
+    uses_address: ClassVar[bool] = False
 
     def __init__(self, python: str | None = None, capacity: MachineCapacity | None = None) -> None:
         self.python = python or sys.executable
