@@ -7,7 +7,10 @@ Environment variables (all optional):
 - ``MODELBUILDER_OFFLINE``: ``1`` forbids any network access (weights downloads raise OfflineModeError).
 - ``MODELBUILDER_DEBUG``: ``1`` makes the CLI print full tracebacks.
 - ``MODELBUILDER_NO_PROGRESS``: ``1`` disables progress bars.
-- ``MODELBUILDER_PORTAL_URL``: base URL used in "Monitor current run" links (default http://127.0.0.1:8765).
+- ``MODELBUILDER_PORTAL_PORT``: the port a portal prefers (default 8765); when another program (or the
+  portal of another ``MODELBUILDER_HOME``) holds it, the launcher picks a free port instead.
+- ``MODELBUILDER_PORTAL_URL``: the address of a portal you run yourself (behind a proxy, say); "Monitor
+  current run" links then use it as given instead of finding or starting a local portal.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import NotFoundError
+from .errors import InvalidParameterError, NotFoundError
 
 DEFAULT_PORTAL_PORT = 8765
 DEFAULT_WORKSPACE = "default"
@@ -51,9 +54,36 @@ def progress_enabled() -> bool:
     return not _flag("MODELBUILDER_NO_PROGRESS")
 
 
+def portal_port() -> int:
+    """The port a portal prefers: ``MODELBUILDER_PORTAL_PORT`` or 8765.
+
+    Raises:
+        InvalidParameterError: the variable is not a port number.
+    """
+    value = os.environ.get("MODELBUILDER_PORTAL_PORT", "").strip()
+    if not value:
+        return DEFAULT_PORTAL_PORT
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise InvalidParameterError(
+            f"MODELBUILDER_PORTAL_PORT must be a port number (1-65535). Got {value!r} instead.",
+            hint="Set it to a free port such as 8765, or unset it.",
+        )
+    return int(value)
+
+
+def portal_url_override() -> str | None:
+    """``MODELBUILDER_PORTAL_URL`` without a trailing slash, or None when unset."""
+    value = os.environ.get("MODELBUILDER_PORTAL_URL", "").strip()
+    return value.rstrip("/") or None
+
+
 def portal_base_url() -> str:
-    value = os.environ.get("MODELBUILDER_PORTAL_URL")
-    return (value or f"http://127.0.0.1:{DEFAULT_PORTAL_PORT}").rstrip("/")
+    """The configured portal address (``MODELBUILDER_PORTAL_URL``, else 127.0.0.1 on ``portal_port()``).
+
+    Only a guess at where a portal would be: links that must answer come from
+    ``modelbuilder.portal.launcher``, which checks who serves the port.
+    """
+    return portal_url_override() or f"http://127.0.0.1:{portal_port()}"
 
 
 def cache_dir() -> Path:

@@ -25,7 +25,8 @@ from . import entities, settings
 from .compute.backend import WorkerHandle
 from .compute.spec import ComputeSpec
 from .entities import Metric, RunStatus
-from .errors import AlreadyExistsError, TrainingError
+from .errors import AlreadyExistsError, InvalidStateError, TrainingError
+from .portal.launcher import portal_run_url, portal_workspace_url
 from .services import computes as compute_service
 from .services import runs as run_service
 from .services import workspaces as workspace_service
@@ -151,8 +152,13 @@ class Workspace:
         self.close()
         workspace_service.delete_workspace(self.name)
 
-    def get_portal_url(self) -> str:
-        return f"{settings.portal_base_url()}/workspaces/{self.name}"
+    def get_portal_url(self, *, start: bool = True) -> str:
+        """The workspace's portal page, on a portal of this MODELBUILDER_HOME (``start``: one is started).
+
+        Raises:
+            InvalidStateError: no portal serves this home and none could be started (the hint says how).
+        """
+        return portal_workspace_url(self.name, start=start)
 
     # --- experiments, computes, runs --------------------------------------------------------------
 
@@ -316,8 +322,16 @@ class Run:
         offset = -tail if tail else 0
         return [line.text for line in self.workspace.session.store.get_log_lines(self.id, offset, limit=None)]
 
-    def get_portal_url(self) -> str:
-        return settings.portal_run_url(self.workspace.name, self.id)
+    def get_portal_url(self, *, start: bool = True) -> str:
+        """The run's portal page ("Monitor current run"): a link that answers for this run.
+
+        The portal is the one serving this MODELBUILDER_HOME (never another home's on the same port); with
+        ``start`` one is started in the background when none runs.
+
+        Raises:
+            InvalidStateError: no portal serves this home and none could be started (the hint says how).
+        """
+        return portal_run_url(self.workspace.name, self.id, start=start)
 
     def wait_for_completion(
         self, show_output: bool = False, timeout: float | None = None, raise_on_error: bool = True
@@ -375,6 +389,14 @@ class Run:
         return run_service.load_result(self.workspace.session, self.id, folder)
 
 
+def _running_portal_url(run: Run) -> str:
+    """The run's page on a running portal of this home, or "" (``train()`` starts no portal by itself)."""
+    try:
+        return run.get_portal_url(start=False)
+    except InvalidStateError:
+        return ""
+
+
 @dataclass
 class TrainingRunResult(TrainingResult):
     """What ``train()`` returns: the TrainingResult plus the run it came from."""
@@ -382,6 +404,7 @@ class TrainingRunResult(TrainingResult):
     run_id: str = ""
     workspace: str = ""
     experiment: str = ""
+    #: The run's portal page when a portal of this home was running at the end, else "".
     portal_url: str = ""
 
 
@@ -448,5 +471,5 @@ def train(
             run_id=run.id,
             workspace=ws.name,
             experiment=exp.name,
-            portal_url=run.get_portal_url(),
+            portal_url=_running_portal_url(run),
         )

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from portal_fixtures import BASE_URL, PORT, WORKSPACE, PortalWorld, build_model, make_world  # noqa: E402
 
 from modelbuilder.portal import create_app  # noqa: E402
+from portal_processes import foreign_portal, own_portals, portal_port  # noqa: E402, F401 - fixtures
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,21 @@
-"""Starting the portal: ``ensure_portal`` (on demand, in the background), ``serve`` and ``python -m``."""
+"""Starting the portal: ``ensure_portal`` (on demand, in the background), ``serve`` and ``python -m``.
+
+Every test here has a free port as its preferred portal port (``portal_port``), and every portal started for
+the test's home is stopped afterwards (``own_portals``).
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from browser_steps import free_port
@@ -24,25 +27,10 @@ from modelbuilder.portal import ensure_portal
 from modelbuilder.portal.__main__ import main
 from modelbuilder.portal.launcher import SERVICE_NAME, portal_health, portal_log_path
 from modelbuilder.portal.server import check_port_free, serve
+from portal_processes import get
+from portal_processes import stop_pid as _stop
 
-
-def _stop(pid: int) -> None:
-    """Stop a portal this test started (through ensure_portal), and reap it."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+pytestmark = pytest.mark.usefixtures("portal_port", "own_portals")
 
 
 @pytest.mark.timeout(60)
@@ -56,6 +44,7 @@ def test_ensure_portal_starts_one_in_the_background_and_reuses_it(world: PortalW
     try:
         assert url == f"http://127.0.0.1:{port}"
         assert health["service"] == SERVICE_NAME and health["workspace"] == WORKSPACE
+        assert health["home"] == os.path.realpath(settings.home()) and health["port"] == port
         # The "Monitor current run" link works while the run is in progress.
         link = settings.portal_run_url(WORKSPACE, run_id, base_url=url)
         with urllib.request.urlopen(link, timeout=10) as response:
@@ -92,22 +81,42 @@ def other_service() -> Iterator[int]:
     server.server_close()
 
 
-def test_ensure_portal_does_not_mistake_another_service_for_a_portal(other_service: int) -> None:
-    started = time.monotonic()
-    assert ensure_portal(WORKSPACE, other_service) is None
-    assert time.monotonic() - started < 3  # nothing was started or waited for
-    assert not portal_log_path(other_service).exists()
+def _serves_this_home_at(url: str | None, port_not: int) -> int:
+    """The port of ``url``, a portal of this test's home on a port other than ``port_not``."""
+    assert url is not None and url.startswith("http://127.0.0.1:")
+    port = int(url.rsplit(":", 1)[1])
+    health = portal_health(port)
+    assert port != port_not and health is not None and health["home"] == os.path.realpath(settings.home())
+    return port
 
 
-@pytest.mark.timeout(60)
-def test_ensure_portal_returns_none_when_the_port_is_taken() -> None:
+@pytest.mark.timeout(90)
+def test_another_service_on_the_port_is_left_alone_and_a_portal_starts_elsewhere(
+    other_service: int, world: PortalWorld
+) -> None:
+    run_id = world.start_run()
+    url = ensure_portal(WORKSPACE, other_service)
+    _serves_this_home_at(url, other_service)
+    assert portal_health(other_service) == {"status": "ok", "service": "something-else"}
+    assert not portal_log_path(other_service).exists()  # nothing was even tried on its port
+    assert get(settings.portal_run_url(WORKSPACE, run_id, base_url=url))[0] == 200
+
+
+@pytest.mark.timeout(90)
+def test_a_taken_port_that_does_not_answer_gets_a_portal_elsewhere() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as blocker:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen(1)
         port = blocker.getsockname()[1]
-        assert ensure_portal(WORKSPACE, port) is None
-    log = portal_log_path(port).read_text(encoding="utf-8")
-    assert "already in use" in log and "--port" in log
+        _serves_this_home_at(ensure_portal(WORKSPACE, port), port)
+
+
+@pytest.mark.timeout(90)
+def test_ensure_portal_returns_none_when_no_portal_can_start(own_portals: Path) -> None:
+    assert ensure_portal("no") is None  # the portal refuses the workspace name and exits
+    logs = "".join(path.read_text(encoding="utf-8") for path in (own_portals / "logs").glob("portal-*.log"))
+    assert "Error:" in logs and "'no'" in logs
+    assert not list((own_portals / "portals").glob("*.json"))
 
 
 def test_serve_warns_when_not_on_loopback(

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 from typing import Annotated
 
 import typer
 
 from .. import settings
 from ..errors import MissingDependencyError
+from ..portal.launcher import find_portal, free_port, port_is_free
 from ..services.workspaces import resolve_workspace
-from ._common import WorkspaceOption
+from ._common import WorkspaceOption, message
 
 
 def portal(
     host: Annotated[str, typer.Option(help="Address to listen on (keep 127.0.0.1 unless you mean it).")] = (
         "127.0.0.1"
     ),
-    port: Annotated[int, typer.Option(min=1, max=65535)] = settings.DEFAULT_PORTAL_PORT,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Default: $MODELBUILDER_PORTAL_PORT or 8765, or a free port when another program holds it.",
+            show_default=False,
+        ),
+    ] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Serve the portal: runs, metrics, logs and artifacts of a workspace, live."""
@@ -26,6 +36,29 @@ def portal(
             "The portal needs FastAPI and uvicorn, which are not installed.",
             hint='Install them with: pip install "modelbuilder[portal]"',
         )
+    name = resolve_workspace(workspace).name
+    if port is None:
+        port = settings.portal_port()
+        if _is_loopback(host):
+            running = find_portal()
+            if running is not None:
+                # One portal serves every workspace of this home: a second one would only take another port.
+                message(f"The portal of this MODELBUILDER_HOME already runs: {running}/workspaces/{name}")
+                return
+        if not port_is_free(port):
+            taken, port = port, free_port()
+            message(f"Port {taken} is in use (another program, or the portal of another home); using {port}.")
     from ..portal.server import serve
 
-    serve(resolve_workspace(workspace).name, host, port)
+    serve(name, host, port)
+
+
+def _is_loopback(host: str) -> bool:
+    # Not portal.security's: that module needs FastAPI, which the CLI must not import up front.
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

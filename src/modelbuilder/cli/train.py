@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .. import settings
+from .. import hints, settings
 from ..entities import Run, RunStatus
 from ..errors import InvalidParameterError, TrainingError
+from ..services import preflight
 from ..services import runs as run_service
 from ..services.training_run import Submission, config_of_run, resume_training, submit_training
 from ..services.workspaces import WorkspaceSession
@@ -23,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def ensure_portal(workspace: str) -> str | None:
-    """The base URL of a portal serving ``workspace`` (started in the background if needed), or None."""
+    """The base URL of a portal serving this home (started in the background if needed), or None."""
     try:
         from ..portal.launcher import ensure_portal as launch
     except ImportError:
@@ -33,6 +36,48 @@ def ensure_portal(workspace: str) -> str | None:
     except Exception as exc:  # the portal is a convenience: never fail training because of it
         logger.warning("The portal could not be started: %s", exc)
         return None
+
+
+def find_portal() -> str | None:
+    """The base URL of a running portal serving this home, or None (``--no-portal``: start nothing)."""
+    try:
+        from ..portal.launcher import find_portal as find
+
+        return find()
+    except Exception as exc:  # as above: a link is a convenience
+        logger.warning("Cannot look for a running portal: %s", exc)
+        return None
+
+
+class _WarningLines(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        message(f"Warning: {record.getMessage()}")
+
+
+@contextmanager
+def _preflight_warnings_shown() -> Iterator[None]:
+    """Show the checks' warnings (data checks deferred to the run): the CLI otherwise logs only errors."""
+    source = logging.getLogger(preflight.__name__)
+    handler = _WarningLines(logging.WARNING)
+    source.addHandler(handler)
+    try:
+        yield
+    finally:
+        source.removeHandler(handler)
+
+
+def _print_monitor_link(workspace: str, run_id: str, no_portal: bool) -> None:
+    """The "Monitor current run" line: a link that answers for this run, or how to get one (never a guess)."""
+    base = settings.portal_url_override() or (find_portal() if no_portal else ensure_portal(workspace))
+    if base is not None:
+        line = settings.portal_run_url(workspace, run_id, base)
+    else:
+        start = hints.command("portal", workspace=workspace)
+        line = f"no portal is running; start one ({start}), then open /workspaces/{workspace}/runs/{run_id}"
+        if not no_portal:
+            message(f"The portal could not be started; its output is in {settings.home() / 'logs'}.")
+    sys.stdout.write(f"Monitor current run: {line}\n")
+    sys.stdout.flush()
 
 
 def _config(
@@ -90,7 +135,7 @@ def train(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Train an image classifier as a run in a workspace, and show its progress and summary."""
-    with workspace_session(workspace) as session:
+    with workspace_session(workspace) as session, _preflight_warnings_shown():
         if resume is not None:
             submission = _resume(session, resume, data, time)
         elif data is None:
@@ -110,11 +155,7 @@ def train(
             f"Run {run.id} of experiment '{run.experiment}' on compute '{run.compute}' in workspace "
             f"'{session.name}'{resumed}."
         )
-        base = None if no_portal else ensure_portal(session.name)
-        sys.stdout.write(f"Monitor current run: {settings.portal_run_url(session.name, run.id, base)}\n")
-        sys.stdout.flush()
-        if base is None and not no_portal:
-            message(f"Start the portal to open it: modelbuilder portal --workspace {session.name}")
+        _print_monitor_link(session.name, run.id, no_portal)
         final, presses = watch_run(session, run.id, submission.worker)
         _finish(session, final, output, presses)
 

@@ -13,7 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelbuilder.portal", description=__doc__)
     parser.add_argument("--workspace", default=settings.default_workspace_name())
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=settings.DEFAULT_PORTAL_PORT)
+    parser.add_argument("--port", type=int, default=None,
+                        help="default: $MODELBUILDER_PORTAL_PORT or 8765")
     parser.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                         help="stop after this many seconds without a request")
     args = parser.parse_args(argv)

@@ -22,6 +22,7 @@ from ..settings import DEFAULT_PORTAL_PORT
 from ..store import Catalog
 from .context import PortalState
 from .errors import install_error_handlers
+from .identity import PortalIdentity
 from .results import MAX_UPLOAD_BYTES
 from .routers import catalog as catalog_routes
 from .routers import pages, results, runs
@@ -85,6 +86,7 @@ def create_app(
     port: int = DEFAULT_PORTAL_PORT,
     extra_hosts: Iterable[str] = (),
     catalog: Catalog | None = None,
+    identity: PortalIdentity | None = None,
 ) -> FastAPI:
     """The portal app for ``workspace_name`` as served on ``host``:``port``.
 
@@ -97,6 +99,7 @@ def create_app(
         port: the bound port.
         extra_hosts: more Host names to accept (a reverse proxy's name).
         catalog: the machine's catalog (default: the one under MODELBUILDER_HOME).
+        identity: who this portal is, for ``/api/health`` (default: a new one for this process and home).
 
     Raises:
         InvalidNameError: the workspace name breaks the workspace name rule.
@@ -122,6 +125,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.portal = state
+    app.state.identity = identity or PortalIdentity.new(workspace_name, host, port)
     app.state.templates = make_templates()
     install_error_handlers(app, app.state.templates)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")

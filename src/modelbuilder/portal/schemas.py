@@ -24,6 +24,10 @@ class HealthOut(BaseModel):
     version: str
     workspace: str = Field(description="The workspace the portal was started for.")
     pid: int
+    home: str = Field(description="The MODELBUILDER_HOME it serves (launchers use only their own home's).")
+    instance: str = Field(description="Random per start of the portal (matches its record file).")
+    port: int = Field(description="The port it was started on.")
+    workspaces: list[str] = Field(description="The workspaces of its home, which it all serves.")
 
 
 class WorkspaceOut(BaseModel):

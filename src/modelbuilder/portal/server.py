@@ -8,8 +8,10 @@ import socket
 import sys
 from typing import Any
 
+from .. import settings
 from ..errors import InvalidStateError, require
-from ..settings import DEFAULT_PORTAL_PORT
+from ..hints import command
+from .identity import PortalIdentity, remove_record, write_record
 from .security import is_loopback
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ def check_port_free(host: str, port: int) -> None:
                 raise InvalidStateError(
                     f"Port {port} on {host} is already in use, so the portal cannot start there.",
                     hint=f"Open the portal that may already run at http://{host}:{port}/, or start this "
-                    f"one on another port: modelbuilder portal --port {port + 1}",
+                    f"one on another port: {command('portal', port=port + 1)}",
                 ) from exc
             raise InvalidStateError(
                 f"The portal cannot listen on {host}:{port}: {exc.strerror}.",
@@ -39,12 +41,14 @@ def check_port_free(host: str, port: int) -> None:
             ) from exc
 
 
-def serve(workspace_name: str, host: str = "127.0.0.1", port: int = DEFAULT_PORTAL_PORT,
+def serve(workspace_name: str, host: str = "127.0.0.1", port: int | None = None,
           idle_exit_s: float | None = None) -> None:
     """Serve the portal for ``workspace_name`` until interrupted (Ctrl-C); prints its URL first.
 
-    With ``idle_exit_s`` (used for portals started on demand by ``modelbuilder train``), the server
-    stops by itself after that many seconds without a request.
+    ``port`` None: ``settings.portal_port()``. While it serves, the portal's record
+    (``<MODELBUILDER_HOME>/portals/<port>.json``) tells launchers of this home where it is. With
+    ``idle_exit_s`` (used for portals started on demand by ``modelbuilder train``), the server stops by
+    itself after that many seconds without a request.
 
     Raises:
         MissingDependencyError: the [portal] extra is not installed.
@@ -59,6 +63,7 @@ def serve(workspace_name: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT
 
     from .app import create_app
 
+    port = settings.portal_port() if port is None else port
     if not is_loopback(host):
         message = (
             f"Warning: the portal listens on {host}, so other machines can reach it. It has no login: "
@@ -67,14 +72,29 @@ def serve(workspace_name: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT
         logger.warning(message)
         print(message, file=sys.stderr)
     check_port_free(host, port)
-    app = create_app(workspace_name, host=host, port=port)
+    identity = PortalIdentity.new(workspace_name, host, port)
+    app = create_app(workspace_name, host=host, port=port, identity=identity)
     shown = f"[{host}]" if ":" in host else host
     print(f"Portal of workspace {workspace_name}: http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
+
+    class RecordedServer(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Here, not after run(): uvicorn re-raises SIGTERM once it has shut down, ending the process.
+            remove_record(identity)
+            await super().shutdown(sockets)
+
+    server = RecordedServer(config)
     if idle_exit_s:
         _stop_when_idle(app, server, idle_exit_s)
-    server.run()
+    try:
+        write_record(identity)
+    except OSError as exc:  # the portal still works; launchers then find it on the preferred port only
+        logger.warning("Cannot write the portal record: %s", exc)
+    try:
+        server.run()
+    finally:
+        remove_record(identity)
 
 
 def _stop_when_idle(app: Any, server: Any, idle_exit_s: float) -> None:

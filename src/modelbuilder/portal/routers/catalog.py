@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from ...compute.sizes import list_sizes
 from ...errors import InvalidParameterError
 from ..context import PortalState, get_state
+from ..identity import SERVICE_NAME, PortalIdentity
 from ..queries import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, get_experiment, home_tree, list_experiment_runs
 from ..queries import list_experiments as query_experiments
 from ..schemas import (
@@ -26,7 +27,6 @@ from ..schemas import (
 )
 from ..views import compare_runs, compute_out, size_spec, workspace_out
 
-SERVICE_NAME = "modelbuilder-portal"
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such workspace, experiment, run or compute."}
 }
@@ -45,10 +45,18 @@ def _version() -> str:
 
 
 @router.get("/health", response_model=HealthOut, tags=["portal"])
-def health(state: State) -> HealthOut:
-    """Whether the portal is up (``ensure_portal`` asks this before starting one)."""
+def health(state: State, request: Request) -> HealthOut:
+    """Whether the portal is up, and whom it serves (``ensure_portal`` uses it only for its own home)."""
+    identity: PortalIdentity = request.app.state.identity
     return HealthOut(
-        service=SERVICE_NAME, version=_version(), workspace=state.default_workspace, pid=os.getpid()
+        service=SERVICE_NAME,
+        version=_version(),
+        workspace=state.default_workspace,
+        pid=os.getpid(),
+        home=identity.home,
+        instance=identity.instance,
+        port=identity.port,
+        workspaces=[found.name for found in state.catalog.list_workspaces()],
     )
 
 
