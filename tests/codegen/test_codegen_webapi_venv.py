@@ -5,48 +5,27 @@ Slow (about a minute, most of it pip): the venv is built once per test session.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from factories import make_image, save_image_bytes
+from factories import load_test_module, make_image, save_image_bytes
 from modelbuilder.codegen import Snippet, consume_snippets
 from modelbuilder.pipeline import load_model
 
 httpx = pytest.importorskip("httpx")
+helpers = load_test_module("codegen/webapi_venv.py", "webapi_venv")
+free_port, serving, venv_env = helpers.free_port, helpers.serving, helpers.venv_env
+venv_shell_env, webapi_venv = helpers.venv_shell_env, helpers.webapi_venv
 
 pytestmark = pytest.mark.slow
 
-PIP_OFFLINE_SIGNS = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable")
 TORCH_STACK = ("torch", "torchvision", "timm", "onnx", "modelbuilder")
 IMAGE = "my photo.jpg"
-
-
-def venv_env() -> dict[str, str]:
-    """The environment without this venv's Python settings (PYTHONPATH & co. would leak modules in)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
-    env.pop("VIRTUAL_ENV", None)
-    env["PYTHONNOUSERSITE"] = "1"
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    return env
-
-
-def venv_shell_env(python: Path) -> dict[str, str]:
-    """A shell environment with the venv activated: ``python`` and ``pip`` are the venv's."""
-    env = venv_env()
-    env["VIRTUAL_ENV"] = str(python.parent.parent)
-    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -64,61 +43,7 @@ def downloaded_web_api(user_outputs: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def webapi_python(downloaded_web_api: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv with only the Web API's requirements (and its tests'), installed from PyPI."""
-    venv = tmp_path_factory.mktemp("webapi-venv") / "venv"
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=venv_env(), timeout=300)
-    python = venv / "bin" / "python"
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-r", "requirements-test.txt"],
-        cwd=downloaded_web_api,
-        env=venv_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if install.returncode != 0 and any(sign in install.stderr for sign in PIP_OFFLINE_SIGNS):
-        pytest.skip(f"PyPI is not reachable from this machine: {install.stderr.strip()[-300:]}")
-    assert install.returncode == 0, install.stdout + install.stderr
-    print(f"Web API venv built in {time.monotonic() - started:.1f} s")  # shown with -s: the slow part
-    return python
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serving(command: list[str], cwd: Path, env: dict[str, str], port: int, log: Path) -> Iterator[str]:
-    """Run ``command`` (a Web API on ``port``) until it answers /health; Ctrl+C it afterwards."""
-    with open(log, "w", encoding="utf-8") as output:
-        # Its own process group: Ctrl+C reaches the server even when a shell started it.
-        process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, f"the Web API exited early:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"the Web API did not answer /health:\n{log.read_text()}"
-            time.sleep(0.2)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl+C: uvicorn shuts down gracefully, main.py exits 0
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-    assert process.returncode == 0, log.read_text()
+    return webapi_venv(downloaded_web_api, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture
