@@ -180,11 +180,23 @@ def _check_address(name: str, address: str | None) -> str | None:
     if bad:
         raise InvalidParameterError(
             f"The 'address' parameter of compute '{name}' is not a cluster address: {bad}. "
-            f"Got {address[:80]!r} instead.",
+            f"Got {_redacted(address)[:80]!r} instead.",
             hint="Give the Ray dashboard address, e.g. --address http://127.0.0.1:8265; put a token in an "
             "environment variable, never in the address.",
         )
     return address
+
+
+def _redacted(address: str) -> str:
+    """The address without what may be a secret (user info, query, fragment), for errors and logs."""
+    try:
+        parts = urlsplit(address)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<unparsable address>"
+    hidden = "***@" if "@" in parts.netloc else ""
+    tail = "?***" if parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{hidden}{host}{parts.path}{tail}" if parts.scheme else address.split("@")[-1]
 
 
 def _check_token_ref(name: str, token_ref: str | None) -> str | None:
