@@ -16,8 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..data import ImageItem
-from .backbone_spec import get_backbone_spec
-from .backbones import split_backbone
+from .backbones import get_backbone_spec, split_backbone
 from .features import extract_cached, feature_cache_for, run_onnx_outputs
 from .onnx_export import export_onnx, ort_session
 from .plan import Plan, feature_rate, make_plan

@@ -17,15 +17,16 @@ from typing import Any
 
 from ..errors import InvalidParameterError, WeightsError
 from ..hints import command
-from .backbone_spec import BackboneSpec, get_backbone_spec, list_backbones
+from .backbones import BackboneSpec, get_backbone_spec, list_backbones
 from .weights import find_weights
 
 PLAN_FORMAT_VERSION = 1
 SMALL_IMAGE = 64  # images at most this big (median side) also get a from-scratch CNN trial
 FEATURE_SHARE = 0.30  # the feature pass should take at most this share of the budget
 
-#: Trial states in a plan. ``dropped``: not worth running in the time left (may come back at the next
-#: re-plan); ``resumed``: finished by an earlier attempt of the same run.
+#: Trial states in a plan: planned, dropped (not worth running in the time left; may come back at the
+#: next re-plan), completed, canceled, failed, skipped (ran, nothing to keep: an ensemble without gain),
+#: resumed (finished by an earlier attempt of the same run).
 PENDING = ("planned", "dropped")
 EXECUTED = ("completed", "canceled")
 
@@ -112,10 +113,10 @@ class Plan:
     def describe(self) -> str:
         parts = []
         for t in self.trials:
-            if t.status in EXECUTED or t.status == "resumed":
-                parts.append(f"{t.name} ({t.status})")
-            elif t.status == "dropped":
+            if t.status == "dropped":
                 parts.append(f"{t.name} (dropped: no time)")
+            elif t.status != "planned":
+                parts.append(f"{t.name} ({t.status})")
             elif t.epochs:
                 parts.append(f"{t.name} {t.budget_s:.0f}s ~{t.epochs:.1f} epochs @{t.image_size}px")
             else:

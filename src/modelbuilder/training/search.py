@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..data import ImageItem
-from .backbone_spec import get_backbone_spec
-from .backbones import create_backbone, split_backbone
+from .backbones import create_backbone, get_backbone_spec, split_backbone
 from .checkpoint import CheckpointDir, FinishedTrial
 from .config import TrainingConfig
 from .devices import DeviceStrategy

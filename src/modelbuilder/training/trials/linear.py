@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..backbone_spec import get_backbone_spec
+from ..backbones import get_backbone_spec
 from ..plan import Plan, TrialEstimate, core_factor
 from .base import TrialContext, TrialOutcome
 
