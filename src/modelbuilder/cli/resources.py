@@ -9,6 +9,7 @@ import typer
 from .. import settings
 from ..services import workspaces as service
 from ..services.views import resource_group_view, workspace_view
+from ..store.engine import mask_url
 from ._common import (
     JsonOption,
     WorkspaceOption,
@@ -97,6 +98,24 @@ def resource_group_delete(name: str, yes: YesOption = False, workspace: Workspac
 # --- workspaces -----------------------------------------------------------------------------------
 
 
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="SQLAlchemy URL of the metadata store (default: a SQLite file); a PostgreSQL URL makes a "
+        "workspace a team can share.",
+    ),
+]
+ArtifactsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--artifacts",
+        help="Artifact root folder (default: next to the workspace's files); for a shared workspace, a "
+        "folder every machine can reach.",
+    ),
+]
+
+
 @workspace_app.command("create")
 def workspace_create(
     name: str,
@@ -106,21 +125,62 @@ def workspace_create(
     region: Annotated[str, typer.Option(help="A region from settings ('local' always exists).")] = (
         settings.DEFAULT_REGION
     ),
-    store: Annotated[
-        str | None, typer.Option(help="SQLAlchemy URL of the metadata store (default: a SQLite file).")
-    ] = None,
+    store: StoreOption = None,
+    artifacts: ArtifactsOption = None,
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Create a workspace."""
-    created = service.create_workspace(name, resource_group, region, store)
+    """Create a workspace (with --store and --artifacts: one that other machines can attach to)."""
+    created = service.create_workspace(name, resource_group, region, store, artifacts)
     if json_:
         print_json(workspace_view(created))
     else:
         message(
             f"Created workspace '{created.name}' in resource group '{created.resource_group}' "
-            f"(region '{created.region}')."
+            f"(region '{created.region}', store {mask_url(created.store_url)})."
         )
+
+
+@workspace_app.command("attach")
+def workspace_attach(
+    name: str,
+    store: Annotated[str, typer.Option("--store", help="SQLAlchemy URL of the shared workspace's store.")],
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            "--artifacts", help="Where this machine sees the shared artifact root (default: as recorded)."
+        ),
+    ] = None,
+    resource_group: Annotated[
+        str, typer.Option("--resource-group", "-g", help="Created on first use.")
+    ] = settings.DEFAULT_RESOURCE_GROUP,
+    region: Annotated[str, typer.Option(help="A region from settings ('local' always exists).")] = (
+        settings.DEFAULT_REGION
+    ),
+    workspace: WorkspaceOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Register on this machine a shared workspace that another machine created."""
+    attached = service.attach_workspace(
+        name, store, resource_group=resource_group, region=region, artifact_root=artifacts
+    )
+    if json_:
+        print_json(workspace_view(attached))
+    else:
+        message(
+            f"Attached workspace '{attached.name}' (store {mask_url(attached.store_url)}, artifacts "
+            f"{attached.artifact_root})."
+        )
+
+
+@workspace_app.command("upgrade")
+def workspace_upgrade(name: str, workspace: WorkspaceOption = None) -> None:
+    """Upgrade a workspace's store to this modelbuilder's schema (shared stores are upgraded only so)."""
+    before, after = service.upgrade_workspace(name)
+    if before == after:
+        message(f"Workspace '{name}' is already at schema revision {after}.")
+    else:
+        message(f"Upgraded workspace '{name}' from schema revision {before or '(empty)'} to {after}.")
 
 
 @workspace_app.command("list")
@@ -136,7 +196,7 @@ def workspace_list(
         return
     print_table(
         ["NAME", "RESOURCE GROUP", "REGION", "STORE"],
-        [[w.name, w.resource_group, w.region, w.store_url] for w in found],
+        [[w.name, w.resource_group, w.region, mask_url(w.store_url)] for w in found],
     )
 
 

@@ -20,6 +20,7 @@ from ..entities import (
     Run,
     Workspace,
 )
+from ..store.engine import mask_url
 
 
 def _time(value: datetime | None) -> str | None:
@@ -38,7 +39,7 @@ def workspace_view(workspace: Workspace) -> dict[str, Any]:
         "name": workspace.name,
         "resource_group": workspace.resource_group,
         "region": workspace.region,
-        "store_url": workspace.store_url,
+        "store_url": mask_url(workspace.store_url),  # never the password
         "artifact_root": workspace.artifact_root,
         "created_at": _time(workspace.created_at),
     }

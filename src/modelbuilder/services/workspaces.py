@@ -14,14 +14,33 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import settings
+from .. import hints, settings
 from ..artifacts.local import LocalArtifactStore
 from ..compute.job import RunFolders
 from ..compute.provisioning import ensure_local_compute
 from ..entities import ResourceGroup, RunStatus, Workspace
-from ..errors import AlreadyExistsError, InvalidStateError, WorkspaceNotFoundError
-from ..store import Catalog, ResourceGroupDeletion, open_workspace_store, workspace_folder
+from ..errors import (
+    AlreadyExistsError,
+    InvalidStateError,
+    ModelBuilderError,
+    WorkspaceError,
+    WorkspaceNotFoundError,
+)
+from ..names import check_workspace_name
+from ..store import (
+    STORE_SCHEMA,
+    Catalog,
+    ResourceGroupDeletion,
+    claim_store,
+    default_workspace_folder,
+    mask_url,
+    open_workspace_store,
+    read_workspace_properties,
+    upgrade_store,
+    workspace_folder,
+)
 from ..store.base import MetadataStore
+from ..store.properties import ARTIFACT_ROOT, WORKSPACE_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -132,25 +151,100 @@ def create_workspace(
     resource_group: str = settings.DEFAULT_RESOURCE_GROUP,
     region: str = settings.DEFAULT_REGION,
     store_url: str | None = None,
+    artifact_root: str | Path | None = None,
 ) -> Workspace:
     """Create a workspace: catalog entry (resource group on first use), store schema, artifact root,
-    and the ``local`` compute.
+    and the ``local`` compute. The store records the workspace's name and artifact root, so other machines
+    can attach to it (``attach_workspace``).
 
     Raises:
         InvalidNameError: the workspace or resource group name breaks its rule.
         NotFoundError: the region is not defined.
         InvalidParameterError: the store URL is malformed.
-        AlreadyExistsError: a workspace has this name on this machine.
-        WorkspaceError: the store cannot be opened (the catalog entry is removed again).
+        AlreadyExistsError: a workspace has this name on this machine, or the store already holds one.
+        SchemaVersionError / WorkspaceError: the store cannot be opened (the catalog entry is removed again).
     """
     with Catalog() as catalog:
-        workspace = catalog.create_workspace(name, resource_group, region, store_url)
+        workspace = catalog.create_workspace(name, resource_group, region, store_url, artifact_root)
+        try:
+            open_session(workspace).close()
+            owner = claim_store(workspace.store_url, workspace.name, workspace.artifact_root)
+            if owner is not None:
+                held = owner.get(WORKSPACE_NAME, "?")
+                raise AlreadyExistsError(
+                    f"The store {mask_url(workspace.store_url)} already holds workspace '{held}'.",
+                    hint="Register that workspace on this machine with: "
+                    + hints.command("workspace", "attach", held, store="URL")
+                    + ", or give an empty database to --store.",
+                )
+        except BaseException:
+            catalog.delete_workspace(workspace.name)
+            raise
+    return workspace
+
+
+def attach_workspace(
+    name: str,
+    store_url: str,
+    *,
+    resource_group: str = settings.DEFAULT_RESOURCE_GROUP,
+    region: str = settings.DEFAULT_REGION,
+    artifact_root: str | Path | None = None,
+) -> Workspace:
+    """Register on this machine a workspace that another machine created in a shared store (PostgreSQL);
+    its artifact root is the one recorded in the store, unless ``artifact_root`` says where this machine
+    sees the same files.
+
+    Raises:
+        InvalidParameterError: the URL is malformed.
+        WorkspaceNotFoundError: the store holds no workspace, or another one than ``name``.
+        WorkspaceError: the artifact root is not reachable from this machine.
+        AlreadyExistsError: a workspace has this name on this machine.
+        SchemaVersionError: the store's schema is newer or older than this modelbuilder's.
+    """
+    check_workspace_name(name)
+    found = read_workspace_properties(store_url, name)
+    held = found.get(WORKSPACE_NAME)
+    if held is None or held.lower() != name.lower():
+        what = f"workspace '{held}'" if held else "no workspace"
+        raise WorkspaceNotFoundError(
+            f"The store {mask_url(store_url)} holds {what}, not '{name}'.",
+            hint=(
+                f"Attach '{held}' instead, or check the URL."
+                if held
+                else "Create a shared workspace in it first: "
+                + hints.command("workspace", "create", name, store="URL", artifacts="DIR")
+            ),
+        )
+    root = Path(artifact_root if artifact_root is not None else found[ARTIFACT_ROOT]).expanduser()
+    if not root.is_dir():
+        raise WorkspaceError(
+            f"The artifact root of workspace '{held}', {root}, does not exist on this machine.",
+            hint="Mount the shared folder there, or give the path where this machine sees it: "
+            + hints.command("workspace", "attach", held, store="URL", artifacts="DIR"),
+        )
+    with Catalog() as catalog:
+        workspace = catalog.create_workspace(held, resource_group, region, store_url, root)
         try:
             open_session(workspace).close()
         except BaseException:
             catalog.delete_workspace(workspace.name)
             raise
+    logger.info("Attached workspace %s (%s)", held, mask_url(store_url))
     return workspace
+
+
+def upgrade_workspace(name: str) -> tuple[str, str]:
+    """Upgrade the store of a workspace to this modelbuilder's schema (a shared store is never upgraded
+    behind its users' backs: this is how). Returns the revision before and after.
+
+    Raises:
+        WorkspaceNotFoundError: none has this name.
+        SchemaVersionError: its store was written by a newer modelbuilder, or is not a workspace store.
+    """
+    workspace = get_workspace(name)
+    previous = upgrade_store(workspace.store_url, workspace.name)
+    return previous, STORE_SCHEMA.head
 
 
 def get_workspace(name: str) -> Workspace:
@@ -241,7 +335,15 @@ def _refuse_active_runs(workspace: Workspace, what: str) -> None:
 
 
 def _remove_files(workspace: Workspace) -> None:
+    """Remove this machine's files of a workspace; a given (shared) artifact root and a server store are
+    left alone: other machines may use them."""
     folder = workspace_folder(workspace)
+    try:
+        default = default_workspace_folder(workspace.name, workspace.region)
+    except ModelBuilderError:  # the region is no longer defined: remove nothing we cannot place
+        return
+    if folder != default:
+        return
     if folder.exists():
         shutil.rmtree(folder, ignore_errors=True)
         logger.info("Removed the files of workspace %s at %s", workspace.name, folder)
