@@ -1,4 +1,4 @@
-"""``modelbuilder run list/show/logs/cancel/download``."""
+"""``modelbuilder run list/show/logs/cancel/attach/download``."""
 
 from __future__ import annotations
 
@@ -180,6 +180,28 @@ def run_cancel(
             message(f"Run {run.id} ended {run.status.value}.")
         else:
             message(f"Run {run.id} is still {run.status.value}; it stops at its next safe point.")
+
+
+@run_app.command("attach")
+def run_attach(
+    run_id: str,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also copy the outputs here.")] = None,
+    no_portal: Annotated[bool, typer.Option("--no-portal", help="Do not start the portal.")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Follow a run again (after train --detach, or a closed terminal) until it ends, then its summary."""
+    from .monitor import watch_run
+    from .train import _finish, _print_monitor_link
+
+    with workspace_session(workspace) as session:
+        run = service.get_run(session, run_id)
+        # Asking the backend reconnects the run's worker where it needs one (a Ray run's follower).
+        worker = None if run.status.is_terminal else service.find_worker(session, run)
+        where = f"of experiment '{run.experiment}' on compute '{run.compute}'"
+        message(f"Run {run.id} {where}: {run.status.value}.")
+        _print_monitor_link(session.name, run.id, no_portal)
+        final, presses = watch_run(session, run.id, worker)
+        _finish(session, final, output, presses)
 
 
 @run_app.command("download")

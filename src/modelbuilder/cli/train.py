@@ -132,6 +132,9 @@ def train(
         str | None, typer.Option(help="Continue a Failed or Canceled run from its last checkpoint.")
     ] = None,
     no_portal: Annotated[bool, typer.Option("--no-portal", help="Do not start the portal.")] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Return once the run is submitted; it goes on (run attach).")
+    ] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Train an image classifier as a run in a workspace, and show its progress and summary."""
@@ -156,6 +159,10 @@ def train(
             f"'{session.name}'{resumed}."
         )
         _print_monitor_link(session.name, run.id, no_portal)
+        if detach:  # the worker (a Ray job and its follower) runs in its own session: it goes on
+            attach = hints.command("run", "attach", hints.short_id(run.id))
+            message(f"Detached: run {run.id} goes on without this command. Follow it with: {attach}")
+            return
         final, presses = watch_run(session, run.id, submission.worker)
         _finish(session, final, output, presses)
 

@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -250,6 +250,16 @@ class StoreReporter:
     def child_runs(self) -> dict[str, str]:
         """Trial name -> child run id, for the trials seen so far."""
         return dict(self._children)
+
+    def adopt_children(self, children: Iterable[Run]) -> None:
+        """Know trials recorded before this reporter (a Ray run's follower resuming after a restart), so
+        their later events go to the same child runs instead of new ones."""
+        with self._write_lock:
+            for child in children:
+                if child.name and child.name not in self._children:
+                    self._children[child.name] = child.id
+                    if not child.status.is_terminal:
+                        self._active_children.add(child.id)
 
     def end_active_children(self, status: RunStatus, error: str | None = None) -> None:
         """End trials that are still active (the run itself is ending)."""

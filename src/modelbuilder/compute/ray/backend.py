@@ -6,7 +6,7 @@
 - ``start``: submits the run's Ray job (``mb-<run_id>``, idempotent) and starts the local follower that
   carries the job's events into the store (``follow.py``); it returns at once, the job and the follower
   run on without the caller.
-- ``find``: the run's job, asked from the cluster, with the follower's liveness.
+- ``find``: the run's job, asked from the cluster, with its follower (restarted if it died).
 """
 
 from __future__ import annotations
@@ -198,13 +198,17 @@ class RayBackend(ComputeBackend):
         return RayWorkerHandle(job.run_id, cluster, follower)
 
     def find(self, job: TrainingJob, spec: ComputeSpec) -> RayWorkerHandle | None:
+        """The run's job; a follower is (re)started here when none lives while the cluster knows the job
+        (the submitter's machine restarted, or its follower was killed): it resumes from its offset."""
         cluster = cluster_of(spec)
         follower = find_follower(RunFolders.of_job(job).state_dir)
-        if follower is None:
-            try:
-                state, _ = _job_state(cluster, job.run_id)
-            except ClusterUnreachableError:
-                return None
-            if state is JobState.UNKNOWN:
-                return None
-        return RayWorkerHandle(job.run_id, cluster, follower)
+        if follower is not None and not follower.status().is_final:
+            return RayWorkerHandle(job.run_id, cluster, follower)
+        try:
+            state, _ = _job_state(cluster, job.run_id)
+        except ClusterUnreachableError:
+            return None if follower is None else RayWorkerHandle(job.run_id, cluster, follower)
+        if state is JobState.UNKNOWN:
+            return None if follower is None else RayWorkerHandle(job.run_id, cluster, follower)
+        # The follower exits at once when the run has ended already; the run lock keeps it single.
+        return RayWorkerHandle(job.run_id, cluster, start_follower(job, spec))

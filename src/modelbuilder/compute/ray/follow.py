@@ -181,7 +181,9 @@ class Follower:
         run = self.store.get_run(self.run_id)
         if run.status.is_terminal:
             return 0
-        reporter = self.reporter = StoreReporter(self.store, run, log_path=self.folders.log_path).start()
+        reporter = self.reporter = StoreReporter(self.store, run, log_path=self.folders.log_path)
+        reporter.adopt_children(self.store.list_child_runs(self.run_id))  # a resumed follower
+        reporter.start()
         self.worker.reporter = reporter
         started = time.monotonic()
         try:

@@ -29,6 +29,8 @@ UPLOAD_LIMIT_BYTES = 100 * 2**20
 STOP_WAIT_S = 60
 #: Extra package folders (os.pathsep-separated) shipped with every job, e.g. a custom trainer's package.
 EXTRA_MODULES_ENV = "MODELBUILDER_RAY_PY_MODULES"
+#: Names of environment variables (comma-separated) whose values the job gets too.
+FORWARD_ENV = "MODELBUILDER_RAY_FORWARD_ENV"
 _SKIP_DIRS = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 
 
@@ -90,6 +92,11 @@ def package_folder() -> Path:
     return Path(modelbuilder.__file__).resolve().parent
 
 
+def _forwarded() -> dict[str, str]:
+    names = {"MODELBUILDER_RAY_HEARTBEAT_S", *os.environ.get(FORWARD_ENV, "").split(",")}
+    return {name: os.environ[name] for name in sorted(names) if name and name in os.environ}
+
+
 def runtime_env(upload_data: Path | None) -> dict[str, Any]:
     """The job's runtime environment: this package (and any extra modules), unbuffered output, no log
     deduplication (event lines must all arrive), a long enough stop grace; the data when uploaded."""
@@ -104,7 +111,7 @@ def runtime_env(upload_data: Path | None) -> dict[str, Any]:
             "PYTHONUNBUFFERED": "1",
             "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S),
             "MODELBUILDER_OFFLINE": os.environ.get("MODELBUILDER_OFFLINE", "0"),
-            **{k: v for k, v in os.environ.items() if k == "MODELBUILDER_RAY_HEARTBEAT_S"},
+            **_forwarded(),
         },
     }
     if upload_data is not None:
