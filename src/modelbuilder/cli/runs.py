@@ -11,7 +11,9 @@ import typer
 
 from ..entities import Run, RunStatus
 from ..services import runs as service
+from ..services.replay import find_recorded_plan
 from ..services.views import artifact_view, run_view
+from ..training.plan import plan_table, plan_title
 from ._common import (
     JsonOption,
     WorkspaceOption,
@@ -108,6 +110,7 @@ def run_show(run_id: str, workspace: WorkspaceOption = None, json_: JsonOption =
         children = session.store.list_child_runs(run.id)
         view["children"] = [run_view(child) for child in children]
         view["artifacts"] = [artifact_view(a) for a in session.store.list_artifacts(run.id)]
+        view["plan"] = find_recorded_plan(session, run.id)
     if json_:
         print_json(view)
         return
@@ -132,6 +135,8 @@ def run_show(run_id: str, workspace: WorkspaceOption = None, json_: JsonOption =
     if view["artifacts"]:
         rows = [[a["path"], a["size"], a["sha256"][:16]] for a in view["artifacts"]]
         print_table(["ARTIFACT", "SIZE", "SHA256"], rows)
+    if view["plan"]:
+        print_table(*plan_table(view["plan"]), title=plan_title(view["plan"]))
 
 
 @run_app.command("logs")

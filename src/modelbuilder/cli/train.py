@@ -109,6 +109,17 @@ def _resume(session: WorkspaceSession, run_id: str, data: Path | None, time: str
     return resume_training(session, old.id, time_budget=None if time is None else parse_duration(time))
 
 
+def _replay(session: WorkspaceSession, run_id: str, data: Path | None, compute: str) -> Submission:
+    from ..services.replay import replay_training
+
+    if data is not None:
+        raise InvalidParameterError(
+            "--replay repeats a run on the data it trained on; DATA cannot be given with it.",
+            hint="Leave DATA out: " + hints.command("train", replay=hints.short_id(run_id)),
+        )
+    return replay_training(session, run_id, compute=compute)
+
+
 def train(
     data: Annotated[
         Path | None,
@@ -131,6 +142,10 @@ def train(
     resume: Annotated[
         str | None, typer.Option(help="Continue a Failed or Canceled run from its last checkpoint.")
     ] = None,
+    replay: Annotated[
+        str | None,
+        typer.Option(help="Run a finished run's recorded plan again, bounded by its steps, not time."),
+    ] = None,
     no_portal: Annotated[bool, typer.Option("--no-portal", help="Do not start the portal.")] = False,
     detach: Annotated[
         bool, typer.Option("--detach", help="Return once the run is submitted; it goes on (run attach).")
@@ -141,6 +156,8 @@ def train(
     with workspace_session(workspace) as session, _preflight_warnings_shown():
         if resume is not None:
             submission = _resume(session, resume, data, time)
+        elif replay is not None:
+            submission = _replay(session, replay, data, compute)
         elif data is None:
             raise InvalidParameterError(
                 "modelbuilder train needs the training data (or --resume RUN_ID).",
@@ -154,6 +171,7 @@ def train(
             submission = submit_training(session, config, experiment=experiment, compute=compute)
         run = submission.run
         resumed = f", resuming {run.params['resumed_from']}" if "resumed_from" in run.params else ""
+        resumed += f", replaying {run.params['replay_of']}" if "replay_of" in run.params else ""
         message(
             f"Run {run.id} of experiment '{run.experiment}' on compute '{run.compute}' in workspace "
             f"'{session.name}'{resumed}."

@@ -139,6 +139,28 @@ class Plan:
         return cls(**values)
 
 
+def plan_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """A recorded plan (``Plan.to_dict()``) as table headers and rows, one row per trial."""
+
+    def number(value: object, digits: int = 1) -> str:
+        return "" if value in (None, 0, 0.0) else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
+
+    rows = []
+    for t in data.get("trials", []):
+        record = t.get("record") or {}
+        accuracy = t.get("val_accuracy")
+        rows.append([t["name"], t.get("status", ""), number(t.get("budget_s")), number(t.get("epochs")),
+                     str(t.get("image_size") or ""), str(t.get("batch_size") or ""),
+                     "" if accuracy is None else f"{accuracy:.4f}", str(record.get("steps", ""))])
+    return ["TRIAL", "STATUS", "BUDGET_S", "EPOCHS_PLANNED", "IMAGE", "BATCH", "VAL_ACCURACY", "STEPS"], rows
+
+
+def plan_title(data: dict[str, Any]) -> str:
+    """One line about a recorded plan: backbone, resolution, budget, revisions."""
+    return (f"Plan: {data.get('backbone')} at {data.get('feature_size')}px, budget {data.get('budget_s')}s, "
+            f"revision {data.get('revision')}" + (", replay" if data.get("replay") else ""))
+
+
 def check_plan_dict(data: object) -> None:
     """Raises InvalidParameterError unless ``data`` looks like a recorded plan (``Plan.to_dict()``)."""
     ok = (isinstance(data, dict) and data.get("format_version") == PLAN_FORMAT_VERSION
@@ -266,5 +288,5 @@ def apply_estimates(plan: Plan, estimates: list[tuple[str, TrialEstimate | None]
 __all__ = [
     "EXECUTED", "PENDING", "PLAN_FORMAT_VERSION", "SMALL_IMAGE", "DataFacts", "Plan", "PlannedTrial",
     "TrialEstimate", "allocate", "apply_estimates", "check_plan_dict", "choose_backbone", "core_factor",
-    "feature_rate", "make_plan",
+    "feature_rate", "make_plan", "plan_table", "plan_title",
 ]
