@@ -24,6 +24,17 @@ import time
 from pathlib import Path
 
 DEFAULT_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
+
+
+def find_bin_dir() -> Path:
+    """PostgreSQL 15's binaries (the version the machine image ships), else the newest Debian installed."""
+    if DEFAULT_BIN_DIR.is_dir():
+        return DEFAULT_BIN_DIR
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    return found[-1] if found else DEFAULT_BIN_DIR
 DRIVER = "postgresql+psycopg"
 SUPERUSER = "postgres"
 
@@ -63,8 +74,8 @@ class PostgresServer:
         PostgresUnavailable: from ``start`` when the cluster cannot be started (with the reason).
     """
 
-    def __init__(self, bin_dir: Path = DEFAULT_BIN_DIR) -> None:
-        self.bin_dir = bin_dir
+    def __init__(self, bin_dir: Path | None = None) -> None:
+        self.bin_dir = bin_dir or find_bin_dir()
         self.port = 0
         self.password = "pw-" + secrets.token_hex(8)
         self.folder: Path | None = None
@@ -89,7 +100,8 @@ class PostgresServer:
         for tool in ("initdb", "pg_ctl"):
             if not (self.bin_dir / tool).is_file():
                 raise PostgresUnavailable(
-                    f"{self.bin_dir / tool} does not exist (apt-get install -y postgresql)"
+                    f"{self.bin_dir / tool} does not exist (scripts/setup.sh --with-browser installs it, "
+                    "or: apt-get install -y postgresql)"
                 )
         if os.geteuid() == 0:
             if shutil.which("runuser") is None:
