@@ -35,6 +35,8 @@ def find_bin_dir() -> Path:
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
     )
     return found[-1] if found else DEFAULT_BIN_DIR
+
+
 DRIVER = "postgresql+psycopg"
 SUPERUSER = "postgres"
 
