@@ -185,10 +185,12 @@ class Workspace:
         min_nodes: int = 0,
         max_nodes: int = 1,
         idle_seconds_before_scaledown: int = 1800,
+        token_env: str | None = None,
     ) -> entities.Compute:
         """Provision a compute; it comes back ``Succeeded`` or ``Failed`` with its error (and is kept).
 
-        ``address`` is where the backend reaches the compute (a Ray dashboard, ``http://HOST:8265``).
+        ``address`` is where the backend reaches the compute (a Ray dashboard, ``http://HOST:8265``);
+        ``token_env`` names the environment variable that holds its token (never the token itself).
 
         Raises:
             InvalidNameError, NotFoundError (size), InvalidParameterError, MissingDependencyError (the
@@ -202,6 +204,7 @@ class Workspace:
             min_nodes=min_nodes,
             max_nodes=max_nodes,
             idle_seconds_before_scaledown=idle_seconds_before_scaledown,
+            token_ref=token_env,
         )
         return compute_service.create_compute(self.session, spec)
 

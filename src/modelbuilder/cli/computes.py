@@ -34,6 +34,13 @@ def compute_create(
         str | None,
         typer.Option(help="Where the backend reaches the compute: a Ray dashboard, http://HOST:8265."),
     ] = None,
+    token_env: Annotated[
+        str | None,
+        typer.Option(
+            help="The environment variable that holds the cluster's token (Ray token mode); the token "
+            "itself is never stored.",
+        ),
+    ] = None,
     min_nodes: Annotated[int, typer.Option(min=0)] = 0,
     max_nodes: Annotated[int, typer.Option(min=1)] = 1,
     idle_seconds: Annotated[
@@ -51,6 +58,7 @@ def compute_create(
         min_nodes=min_nodes,
         max_nodes=max_nodes,
         idle_seconds_before_scaledown=idle_seconds,
+        token_ref=token_env,
     )
     with workspace_session(workspace) as session:
         compute = service.create_compute(session, spec)
