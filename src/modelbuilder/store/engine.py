@@ -198,8 +198,10 @@ class TransactionRunner:
                     return fn(conn)
             except OperationalError as exc:
                 if not is_lock_error(exc):
+                    url = describe_url(self.engine.url)
+                    where = self.what if url in self.what else f"{self.what} ({url})"
                     raise WorkspaceError(
-                        f"The database of {self.what} failed while {doing}: {exc.orig}.",
+                        f"The database of {where} failed while {doing}: {exc.orig}.",
                         hint="Check that the file or server is reachable, readable and writable.",
                     ) from exc
                 if time.monotonic() >= deadline:
