@@ -178,3 +178,14 @@ def test_local_backend_starts_the_worker_module_and_records_it(tmp_path: Path) -
     assert folders.output_path.read_text()  # the worker's output is kept for crash analysis
     found = LocalBackend().find(job, LOCAL)
     assert found is not None and found.record == handle.record
+
+
+def test_starting_a_job_whose_worker_runs_returns_that_worker(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    running = _start_sleeper(job, "import time; time.sleep(60)")
+    try:
+        again = LocalBackend().start(job, LOCAL)
+        assert again.pid == running.pid  # one worker per run, however often it is submitted
+    finally:
+        running.kill()
+    assert running.status().state is WorkerState.STOPPED

@@ -9,14 +9,15 @@ A backend plugin carries both halves of what a kind of compute does:
 A ``WorkerHandle`` reports a ``WorkerStatus``: a ``WorkerState`` (not a POSIX exit code: a Ray job has
 none) and a detail string for messages. How the run's events (status, metrics, logs, heartbeats,
 artifacts, the final result) reach the workspace store is the backend's choice: the local worker writes
-to the store itself; a remote one ships ``compute.events`` lines that the submitting side applies.
+to the store itself; a remote one ships ``compute.events`` lines that the submitting side applies
+(``compute.ingest``).
 
 Contract for every implementation (``tests/contracts/test_compute_backend.py`` runs it on each):
 
 - ``start(job, spec)`` returns once the worker was launched (the run is ``Queued``; the worker, or the
   events it sends, move it on); starting a job whose worker already exists does not start a second one;
-- ``find(job, spec)`` answers from any process, without local files written by the submitter being
-  required: None when no worker was ever started for the run;
+- ``find(job, spec)`` answers from any process for a job rebuilt from the run
+  (``services.training_run.job_for_run``; no job file needed): None when no worker was started for it;
 - ``WorkerHandle.status()`` is ``PENDING``/``RUNNING`` while the worker lives, else how it ended;
 - ``WorkerHandle.cancel()`` asks the worker to stop at its next safe point and keep the best model so far
   (a no-op where the worker learns it from the store); ``kill()`` stops it and all it started, at once.
