@@ -17,8 +17,8 @@ from modelbuilder.entities import ProvisioningState
 from modelbuilder.errors import (
     AlreadyExistsError,
     ComputeError,
+    DatasetError,
     InvalidStateError,
-    TrainingError,
     WorkspaceNotFoundError,
 )
 from modelbuilder.workspace import Run, TrainingRunResult, Workspace, train
@@ -97,11 +97,11 @@ def test_submit_wait_inspect_and_download(
         run.cancel()
 
 
-def test_a_failed_run_raises_training_error(ws: Workspace, data: Path) -> None:
+def test_a_failed_run_raises_the_error_of_its_worker(ws: Workspace, data: Path) -> None:
     run = ws.experiment("broken").submit(fake_config(data, trials=2, fail="dataset"))
-    with pytest.raises(TrainingError, match="has only 1 image") as info:
-        run.wait_for_completion()
-    assert info.value.hint == "Add images."
+    with pytest.raises(DatasetError, match="has only 1 image") as info:
+        run.wait_for_completion()  # a DatasetError in the worker process is a DatasetError here
+    assert type(info.value) is DatasetError and info.value.hint == "Add images."
     assert run.wait_for_completion(raise_on_error=False)["status"] == "Failed"
 
 

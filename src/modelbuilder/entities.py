@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -100,7 +101,7 @@ class Workspace:
     name: str
     resource_group: str
     region: str
-    store_url: str
+    store_url: str = field(repr=False)  # may hold a password: never in a repr (views mask it)
     artifact_root: str
     created_at: datetime
 
@@ -169,7 +170,7 @@ class RunError:
         """True for a ModelBuilderError subclass of ``modelbuilder.errors`` (raised on purpose)."""
         return self._error_class() is not None
 
-    def _error_class(self) -> type[ModelBuilderError] | None:
+    def _error_class(self) -> builtins.type[ModelBuilderError] | None:  # ``type`` is a field here
         found = getattr(errors, self.type, None)
         if isinstance(found, type) and issubclass(found, ModelBuilderError):
             return found

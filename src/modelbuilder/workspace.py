@@ -56,21 +56,48 @@ class Workspace:
         resource_group: str = settings.DEFAULT_RESOURCE_GROUP,
         region: str = settings.DEFAULT_REGION,
         store: str | None = None,
+        artifacts: str | os.PathLike[str] | None = None,
         exist_ok: bool = False,
     ) -> Workspace:
-        """Create a workspace (its resource group is created on first use).
+        """Create a workspace (its resource group is created on first use). With a PostgreSQL ``store`` URL
+        and an ``artifacts`` folder every machine reaches, it is a team workspace others can ``attach``.
 
         Raises:
             InvalidNameError: the name breaks the rule (3-33 letters, digits and hyphens).
             NotFoundError: the region is not defined.
-            AlreadyExistsError: it exists (unless ``exist_ok``).
+            AlreadyExistsError: it exists (unless ``exist_ok``), or the store holds another workspace.
         """
         try:
-            return cls(workspace_service.create_workspace(name, resource_group, region, store))
+            root = Path(artifacts) if artifacts is not None else None
+            return cls(workspace_service.create_workspace(name, resource_group, region, store, root))
         except AlreadyExistsError:
             if not exist_ok:
                 raise
             return cls.get(name)
+
+    @classmethod
+    def attach(
+        cls,
+        name: str,
+        *,
+        store: str,
+        artifacts: str | os.PathLike[str] | None = None,
+        resource_group: str = settings.DEFAULT_RESOURCE_GROUP,
+        region: str = settings.DEFAULT_REGION,
+    ) -> Workspace:
+        """Register on this machine a team workspace that another machine created in ``store``; its artifact
+        root is the one recorded there unless ``artifacts`` says where this machine sees it.
+
+        Raises:
+            WorkspaceNotFoundError: the store holds no workspace ``name``.
+            WorkspaceError: the artifact root is not reachable here.
+            AlreadyExistsError: a workspace has this name on this machine.
+        """
+        root = Path(artifacts) if artifacts is not None else None
+        attached = workspace_service.attach_workspace(
+            name, store, resource_group=resource_group, region=region, artifact_root=root
+        )
+        return cls(attached)
 
     @classmethod
     def get(cls, name: str | None = None) -> Workspace:
@@ -344,12 +371,17 @@ class Run:
         Args:
             show_output: print the run's log lines and status changes as they come.
             timeout: give up waiting after this many seconds (the run goes on).
-            raise_on_error: raise TrainingError when the run ends Failed.
+            raise_on_error: raise the run's error when it ends Failed.
 
         Raises:
-            TrainingError: the run failed (message and hint from its error).
+            ModelBuilderError: the run failed: the error its worker raised, of the same class (DatasetError,
+                WeightsError, ...) with its message and hint; TrainingError for an unexpected error or a lost
+                worker.
         """
-        for update in run_service.follow_run(self.workspace.session, self.id, self._worker, timeout=timeout):
+        closing = run_service.ClosingErrorFilter() if raise_on_error else None
+        session = self.workspace.session
+        for followed in run_service.follow_run(session, self.id, self._worker, timeout=timeout):
+            update = followed if closing is None else closing.apply(followed)
             if show_output:
                 for line in update.new_lines:
                     sys.stdout.write(f"{line.text}\n")
@@ -358,12 +390,8 @@ class Run:
                 sys.stdout.flush()
         run = self.entity
         if raise_on_error and run.status is RunStatus.FAILED:
-            message, _, hint = (run.error or "unknown error").partition("\nHint: ")
-            raise TrainingError(
-                f"Run '{self.id}' failed: {message}",
-                hint=hint or f"See its log: modelbuilder run logs {self.id[:12]} --workspace "
-                f"{self.workspace.name}",
-            )
+            # The worker's error with its own class: a DatasetError in the worker is a DatasetError here.
+            raise run_service.run_failure(self.workspace.session, run)
         return self.get_details()
 
     def cancel(self) -> str:
@@ -437,7 +465,7 @@ def train(
     Raises:
         InvalidParameterError: an option is invalid.
         DatasetError: the data does not exist.
-        TrainingError: the run failed.
+        ModelBuilderError: the run failed, with the error its worker raised (see ``Run.wait_for_completion``).
     """
     config = TrainingConfig(
         data=os.fspath(data),

@@ -59,8 +59,8 @@ def test_sigkill_five_times_then_resume(session: WorkspaceSession, tmp_path: Pat
             run = session.store.get_run(run_id)
         assert time.monotonic() - started < 10  # well within the 30 s heartbeat limit
         assert run.status is RunStatus.FAILED
-        assert run.error is not None and run.error.startswith("process lost: ")
-        assert "SIGKILL" in run.error or "is gone" in run.error
+        assert run.error is not None and run.error.message.startswith("process lost: ")
+        assert "SIGKILL" in run.error.message or "is gone" in run.error.message
         children = session.store.list_child_runs(run_id)
         assert all(c.status in (RunStatus.COMPLETED, RunStatus.FAILED) for c in children)
         recorded = session.store.list_artifacts(run_id)
@@ -107,9 +107,9 @@ def test_a_silent_worker_is_reaped_after_the_heartbeat_limit(session: WorkspaceS
     assert runs.reap_stale_runs(session.store, max_age=200) == []
     reaped = {r.id: r for r in runs.reap_stale_runs(session.store, max_age=30)}
     assert set(reaped) == {run.id}
-    assert (reaped[run.id].error or "").startswith("process lost: no heartbeat for 1")
+    assert str(reaped[run.id].error).startswith("process lost: no heartbeat for 1")
     lost_child = session.store.get_run(child.id)
-    assert lost_child.status is RunStatus.FAILED and (lost_child.error or "").startswith("process lost")
+    assert lost_child.status is RunStatus.FAILED and str(lost_child.error).startswith("process lost")
     assert session.store.get_run(fresh.id).status is RunStatus.PREPARING
 
 
@@ -125,7 +125,7 @@ def test_a_queued_run_whose_worker_never_started_is_reaped(session: WorkspaceSes
         past.close()
     assert runs.reap_stale_runs(session.store, max_age=30) == []  # without the folder: heartbeats only
     reaped = runs.reap_stale_runs(session.store, max_age=30, session=session)
-    assert [r.error for r in reaped] == ["process lost: no worker started within 30 s"]
+    assert [str(r.error) for r in reaped] == ["process lost: no worker started within 30 s"]
 
 
 def test_marking_a_run_lost_reconciles_a_record_the_worker_could_not_update(

@@ -18,10 +18,10 @@ from modelbuilder.compute.outputs import (
     result_from_dict,
     result_to_dict,
 )
-from modelbuilder.compute.store_reporter import StoreReporter, end_run
-from modelbuilder.entities import Run, RunStatus
+from modelbuilder.compute.store_reporter import StoreReporter
+from modelbuilder.entities import Run, RunError, RunStatus
 from modelbuilder.errors import InvalidParameterError, InvalidStateError
-from modelbuilder.store import SqlAlchemyStore, sqlite_file_url
+from modelbuilder.store import SqlAlchemyStore, lifecycle, sqlite_file_url
 from modelbuilder.training.config import TrainingResult, TrialSummary
 
 
@@ -80,7 +80,7 @@ def test_trials_become_child_runs_with_their_metrics(reporter: StoreReporter, st
     assert first.params == {"lr": 0.1, "path": "/x"}
     assert first.latest_metrics["val_accuracy"] == 0.75  # the final value wins over epoch 2's 0.7
     assert len(store.get_metric_history(first.id, "val_accuracy")) == 4
-    assert children[2].error == "trial ended exploded"
+    assert children[2].error == RunError("TrainingError", "trial ended exploded")
     assert reporter.child_runs == {c.name: c.id for c in children}
 
 
@@ -98,7 +98,7 @@ def test_heartbeat_turns_a_cancel_request_into_should_stop(
 def test_a_run_ended_elsewhere_stops_the_trainer_and_records_nothing_more(
     reporter: StoreReporter, store: SqlAlchemyStore
 ) -> None:
-    store.set_run_status(reporter.run.id, RunStatus.FAILED, error="process lost: test")
+    lifecycle.mark_lost(store, reporter.run.id, "test")
     reporter.metric("loss", 1.0)
     reporter.flush()  # refused by the store: logged, never raised
     assert reporter.should_stop() and reporter.run_ended_elsewhere
@@ -125,16 +125,16 @@ def test_background_thread_flushes_and_beats(store: SqlAlchemyStore, tmp_path: P
     assert before is not None and after is not None and after > before
 
 
-def test_end_run_walks_the_transition_table(store: SqlAlchemyStore) -> None:
-    completed, canceled, queued = _running_run(store), _running_run(store), _running_run(store)
-    end_run(store, completed.id, RunStatus.COMPLETED)
-    end_run(store, canceled.id, RunStatus.CANCELED)
+def test_lifecycle_end_walks_the_transition_table(store: SqlAlchemyStore) -> None:
+    completed, canceled, failed = _running_run(store), _running_run(store), _running_run(store)
+    lifecycle.end(store, completed.id, RunStatus.COMPLETED)
+    lifecycle.end(store, canceled.id, RunStatus.CANCELED)
     assert store.get_run(completed.id).status is RunStatus.COMPLETED
     assert store.get_run(canceled.id).status is RunStatus.CANCELED
-    end_run(store, queued.id, RunStatus.FAILED, "boom")
-    assert store.get_run(queued.id).error == "boom"
+    lifecycle.end(store, failed.id, RunStatus.FAILED, RunError("TrainingError", "boom"))
+    assert store.get_run(failed.id).error == RunError("TrainingError", "boom")
     with pytest.raises(InvalidStateError):
-        end_run(store, completed.id, RunStatus.CANCELED)
+        lifecycle.end(store, completed.id, RunStatus.CANCELED)
 
 
 def _outputs(folder: Path) -> dict[str, Path]:

@@ -15,10 +15,10 @@ from fake_trainer import TARGET
 from modelbuilder.artifacts import LocalArtifactStore
 from modelbuilder.compute.job import RunFolders, TrainingJob
 from modelbuilder.compute.outputs import LOG_NAME, OUTPUTS_NAME, RESULT_NAME
-from modelbuilder.compute.worker import Worker, format_error, load_target, main
-from modelbuilder.entities import RunStatus
-from modelbuilder.errors import DatasetError, InvalidParameterError
-from modelbuilder.store import SqlAlchemyStore, sqlite_file_url
+from modelbuilder.compute.worker import DEBUG_LOG_NAME, Worker, load_target, main, run_error
+from modelbuilder.entities import RunError, RunStatus
+from modelbuilder.errors import DatasetError, InvalidParameterError, TrainingError
+from modelbuilder.store import SqlAlchemyStore, lifecycle, sqlite_file_url
 from modelbuilder.training.config import TrainingConfig
 
 
@@ -90,36 +90,50 @@ def test_completed_run_has_verified_outputs_trials_metrics_and_log(
     assert not folders.work_dir.exists() and not folders.checkpoint_dir().exists()  # cleaned up
 
 
-@pytest.mark.parametrize(
-    ("fail", "expected"),
-    [
-        pytest.param(
-            "dataset",
-            "Label 'label0' has only 1 image; at least 2 are needed.\nHint: Add images.",
-            id="model-builder-error",
-        ),
-        pytest.param("crash", "RuntimeError: fake trainer crashed", id="unexpected-error"),
-    ],
-)
-def test_errors_fail_the_run_with_the_reason_and_keep_the_log(
-    store: SqlAlchemyStore, tmp_path: Path, data: Path, fail: str, expected: str
+def test_an_expected_error_is_told_once_and_its_traceback_goes_to_the_debug_log(
+    store: SqlAlchemyStore, tmp_path: Path, data: Path
 ) -> None:
-    job = _queued_job(store, tmp_path, data, fail=fail)
+    job = _queued_job(store, tmp_path, data, fail="dataset")
     worker = _worker(job, store, tmp_path)
     assert worker.run() == 1
     run = store.get_run(job.run_id)
-    assert (run.status, run.error) == (RunStatus.FAILED, expected)
+    message = "Label 'label0' has only 1 image; at least 2 are needed."
+    assert run.status is RunStatus.FAILED
+    assert run.error == RunError("DatasetError", message, "Add images.")
     texts = [line.text for line in store.get_log_lines(run.id)]
-    assert any("Traceback" in text for text in texts)
-    assert LOG_NAME in {a.path for a in store.list_artifacts(run.id)}
+    assert not any("Traceback" in text for text in texts), texts
+    assert texts[-2:] == [f"Error: {message}", "Hint: Add images."]
+    assert sum(message in text for text in texts) == 1
+    recorded_log = worker.artifacts.read(run.id, LOG_NAME).decode()
+    assert "Traceback" not in recorded_log and recorded_log.count(message) == 1
+    debug = (RunFolders.of_job(job).state_dir / DEBUG_LOG_NAME).read_text()
+    assert "Traceback" in debug and "DatasetError" in debug and "fake_trainer.py" in debug
     assert worker.artifacts.verify(run.id, store.list_artifacts(run.id))
     assert RunFolders.of_job(job).checkpoint_dir().exists()  # kept for --resume
+
+
+def test_an_unexpected_error_keeps_its_traceback_in_the_run_log(
+    store: SqlAlchemyStore, tmp_path: Path, data: Path
+) -> None:
+    job = _queued_job(store, tmp_path, data, fail="crash")
+    assert _worker(job, store, tmp_path).run() == 1
+    run = store.get_run(job.run_id)
+    assert run.error is not None
+    assert (run.error.type, run.error.message) == ("RuntimeError", "RuntimeError: fake trainer crashed")
+    assert f"modelbuilder run logs {run.id[:12]}" in (run.error.hint or "")
+    assert type(run.error.to_exception()) is TrainingError
+    texts = [line.text for line in store.get_log_lines(run.id)]
+    assert any("Traceback" in text for text in texts)
+    assert texts[-2] == "Error: RuntimeError: fake trainer crashed"
+    assert LOG_NAME in {a.path for a in store.list_artifacts(run.id)}
 
 
 def test_a_bad_target_fails_the_run(store: SqlAlchemyStore, tmp_path: Path, data: Path) -> None:
     job = _queued_job(store, tmp_path, data, target="no_colon_here")
     assert _worker(job, store, tmp_path).run() == 1
-    assert "must be 'module:function'" in (store.get_run(job.run_id).error or "")
+    error = store.get_run(job.run_id).error
+    assert error is not None and error.type == "InvalidParameterError"
+    assert "must be 'module:function'" in error.message
 
 
 def test_cancel_during_training_keeps_the_partial_result(
@@ -133,7 +147,7 @@ def test_cancel_during_training_keeps_the_partial_result(
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if store.list_child_runs(job.run_id):
-                store.set_run_status(job.run_id, RunStatus.CANCEL_REQUESTED)
+                lifecycle.request_cancel(store, job.run_id)
                 return
             time.sleep(0.02)
 
@@ -153,7 +167,7 @@ def test_a_run_canceled_before_the_worker_starts_never_trains(
     store: SqlAlchemyStore, tmp_path: Path, data: Path
 ) -> None:
     job = _queued_job(store, tmp_path, data)
-    store.set_run_status(job.run_id, RunStatus.CANCEL_REQUESTED)
+    store.set_run_status(job.run_id, RunStatus.CANCEL_REQUESTED)  # the store allows it from Queued
     assert _worker(job, store, tmp_path).run() == 0
     run = store.get_run(job.run_id)
     assert run.status is RunStatus.CANCELED and run.started_at is None
@@ -162,9 +176,18 @@ def test_a_run_canceled_before_the_worker_starts_never_trains(
 
 def test_a_terminal_run_is_left_alone(store: SqlAlchemyStore, tmp_path: Path, data: Path) -> None:
     job = _queued_job(store, tmp_path, data)
-    store.set_run_status(job.run_id, RunStatus.FAILED, error="process lost: earlier")
+    lost = lifecycle.mark_lost(store, job.run_id, "earlier")
     assert _worker(job, store, tmp_path).run() == 1
-    assert store.get_run(job.run_id).error == "process lost: earlier"
+    assert store.get_run(job.run_id).error == lost.error
+
+
+def test_a_run_canceled_while_queued_is_left_canceled(
+    store: SqlAlchemyStore, tmp_path: Path, data: Path
+) -> None:
+    job = _queued_job(store, tmp_path, data)
+    assert lifecycle.request_cancel(store, job.run_id).status is RunStatus.CANCELED
+    assert _worker(job, store, tmp_path).run() == 0
+    assert store.get_run(job.run_id).started_at is None
 
 
 def test_outputs_that_fail_verification_fail_the_run(
@@ -176,16 +199,19 @@ def test_outputs_that_fail_verification_fail_the_run(
     assert worker.run() == 1
     run = store.get_run(job.run_id)
     assert run.status is RunStatus.FAILED
-    assert run.error == "artifacts failed verification after writing: bestModel.onnx"
+    assert run.error is not None and "failed verification after writing: bestModel.onnx" in run.error.message
 
 
-def test_load_target_and_format_error() -> None:
+def test_load_target_and_run_error() -> None:
     assert load_target(TARGET).__name__ == "run_training"
     with pytest.raises(InvalidParameterError, match="not a function"):
         load_target("fake_trainer:nothing_here")
-    assert format_error(DatasetError("No images.", hint="Add some.")) == "No images.\nHint: Add some."
-    assert format_error(DatasetError("No images.")) == "No images."
-    assert format_error(KeyError("x")) == "KeyError: 'x'"
+    assert run_error(DatasetError("No images.", hint="Add some."), "r1") == RunError(
+        "DatasetError", "No images.", "Add some."
+    )
+    assert run_error(DatasetError("No images."), "r1") == RunError("DatasetError", "No images.")
+    unexpected = run_error(KeyError("x"), "abcdef0123456789")
+    assert unexpected.message == "KeyError: 'x'" and "run logs abcdef012345" in (unexpected.hint or "")
 
 
 def test_main_needs_exactly_one_job_file() -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 
+import psutil
 from fastapi.testclient import TestClient
 from PIL import Image
 from portal_fixtures import WORKSPACE, PortalWorld, colour_image, csrf_headers, png_bytes
 
+from modelbuilder.compute.job import RunFolders, WorkerRecord
 from modelbuilder.entities import ProvisioningState, RunStatus
+from modelbuilder.store import workspace_folder
 
 API = f"/api/workspaces/{WORKSPACE}"
 
@@ -145,8 +149,17 @@ def test_metrics_and_logs(client: TestClient, world: PortalWorld) -> None:
     assert text.text.splitlines()[-1] == "new line" and len(text.text.splitlines()) == 31
 
 
-def test_cancel_requests_cancellation_through_the_store(client: TestClient, world: PortalWorld) -> None:
+def _pretend_worker(world: PortalWorld, run_id: str) -> None:
+    """Record this test process as the run's local worker (alive, on this host)."""
+    record = WorkerRecord(run_id, os.getpid(), create_time=psutil.Process().create_time())
+    folders = RunFolders(workspace_folder(world.workspace), run_id)
+    folders.state_dir.mkdir(parents=True, exist_ok=True)
+    record.save(folders.worker_path)
+
+
+def test_cancel_goes_through_the_same_service_as_the_cli(client: TestClient, world: PortalWorld) -> None:
     run_id = world.start_run()
+    _pretend_worker(world, run_id)
     headers = csrf_headers(client.app)
     answer = client.post(f"{API}/runs/{run_id}/cancel", headers=headers)
     assert answer.status_code == 200, answer.text
@@ -163,10 +176,22 @@ def test_cancel_requests_cancellation_through_the_store(client: TestClient, worl
     active_trial = [c for c in client.get(f"{API}/runs/{run_id}/children").json() if c["is_active"]][0]
     assert client.get(f"{API}/runs/{active_trial['id']}").json()["can_cancel"] is False
     body = assert_error(client.post(f"{API}/runs/{active_trial['id']}/cancel", headers=headers), 409, "trial")
-    assert f"modelbuilder run cancel {run_id}" in body["hint"]
+    assert f"modelbuilder run cancel {run_id[:12]}" in body["hint"]
     world.store.set_run_status(run_id, RunStatus.CANCELED)
     assert_error(client.post(f"{API}/runs/{run_id}/cancel", headers=headers), 409, "Canceled")
     assert_error(client.post(f"{API}/runs/0123456789abcdef/cancel", headers=headers), 404)
+
+
+def test_cancel_of_a_run_without_a_live_worker_ends_it(client: TestClient, world: PortalWorld) -> None:
+    headers = csrf_headers(client.app)
+    experiment = world.store.get_or_create_experiment("flowers")
+    waiting = world.store.create_run(experiment.id, compute="local")  # NotStarted: nobody took it
+    answer = client.post(f"{API}/runs/{waiting.id}/cancel", headers=headers)
+    assert answer.status_code == 200 and answer.json()["run"]["status"] == "Canceled"
+    orphan = world.start_run()  # Running, but no worker runs it (it died, or never was recorded)
+    answer = client.post(f"{API}/runs/{orphan}/cancel", headers=headers)
+    assert answer.status_code == 200 and answer.json()["run"]["status"] == "Canceled"
+    assert world.store.get_run(orphan).status is RunStatus.CANCELED
 
 
 def test_artifacts_list_and_download(client: TestClient, world: PortalWorld) -> None:

@@ -8,7 +8,8 @@ import re
 from fastapi.testclient import TestClient
 from portal_fixtures import WORKSPACE, PortalWorld
 
-from modelbuilder.entities import ProvisioningState, RunStatus
+from modelbuilder.entities import ProvisioningState, RunError, RunStatus
+from modelbuilder.store import lifecycle
 
 PAGES = f"/workspaces/{WORKSPACE}"
 HTML = {"Accept": "text/html"}
@@ -115,12 +116,21 @@ def test_fragments_for_live_updates(client: TestClient, world: PortalWorld) -> N
     assert "/log.txt" not in results  # logs/run.log is an artifact now
 
 
-def test_failed_run_shows_its_error(client: TestClient, world: PortalWorld) -> None:
+def test_failed_run_shows_its_error_and_hint(client: TestClient, world: PortalWorld) -> None:
     run_id = world.start_run()
-    world.store.set_run_status(run_id, RunStatus.FAILED, error="process lost")
+    lifecycle.fail(world.store, run_id, RunError("DatasetError", "No images in 'x'.", "Add images."))
     html = client.get(f"{PAGES}/runs/{run_id}").text
-    assert 'id="run-error" class="alert error">process lost<' in html
+    assert '<div id="run-error-message">Error: No images in &#39;x&#39;.</div>' in html
+    assert '<div id="run-error-hint">Hint: Add images.</div>' in html
     assert "has no evaluation (Failed)" in html
+
+
+def test_a_lost_run_shows_failed_process_lost(client: TestClient, world: PortalWorld) -> None:
+    run_id = world.start_run()
+    lifecycle.mark_lost(world.store, run_id, "worker pid 1 on this host is gone")
+    html = client.get(f"{PAGES}/runs/{run_id}").text
+    assert ">Failed (process lost)</span>" in html and "Error: process lost: worker pid 1" in html
+    assert "Hint: Continue it from its last checkpoint: modelbuilder train --resume" in html
 
 
 def test_user_text_is_escaped(client: TestClient, world: PortalWorld) -> None:

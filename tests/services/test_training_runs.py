@@ -10,7 +10,7 @@ import pytest
 from fake_trainer import fake_config
 from modelbuilder.compute import ComputeSpec, LocalBackend
 from modelbuilder.compute.provisioning import MachineCapacity, provision_compute
-from modelbuilder.entities import ProvisioningState, RunStatus
+from modelbuilder.entities import ProvisioningState, RunError, RunStatus
 from modelbuilder.errors import (
     ComputeError,
     ComputeNotFoundError,
@@ -22,6 +22,7 @@ from modelbuilder.services import runs, submit_training
 from modelbuilder.services.computes import delete_compute, require_usable_compute
 from modelbuilder.services.training_run import Submission, config_of_run, dataset_fingerprint
 from modelbuilder.services.workspaces import WorkspaceSession
+from modelbuilder.store import lifecycle
 
 pytestmark = pytest.mark.usefixtures("use_fake_trainer")
 
@@ -108,17 +109,21 @@ def test_errors_in_the_worker_fail_the_run_with_message_and_hint(
     submission = submit_training(session, fake_config(data, trials=2, fail="dataset"))
     assert _wait(session, submission) is RunStatus.FAILED
     run = session.store.get_run(submission.run.id)
-    assert run.error == "Label 'label0' has only 1 image; at least 2 are needed.\nHint: Add images."
+    assert run.error == RunError(
+        "DatasetError", "Label 'label0' has only 1 image; at least 2 are needed.", "Add images."
+    )
 
 
 def test_a_worker_that_exits_without_a_word_is_process_lost(session: WorkspaceSession, data: Path) -> None:
     submission = submit_training(session, fake_config(data, trials=2, fail="exit"))
     assert _wait(session, submission) is RunStatus.FAILED
     run = session.store.get_run(submission.run.id)
+    assert run.error is not None and lifecycle.is_lost(run)
     assert (
-        run.error == f"process lost: worker pid {submission.worker.record.pid} on "
+        run.error.message == f"process lost: worker pid {submission.worker.record.pid} on "
         f"{submission.worker.record.host} exited with code 3"
     )  # type: ignore[attr-defined]
+    assert f"train --resume {run.id[:12]}" in (run.error.hint or "")
     assert all(child.status.is_terminal for child in session.store.list_child_runs(run.id))
 
 

@@ -31,7 +31,7 @@ from ..compute.backend import WorkerHandle
 from ..entities import Run, RunStatus
 from ..errors import InvalidStateError
 from ..services import runs as run_service
-from ..services.runs import RunFollower, RunUpdate
+from ..services.runs import ClosingErrorFilter, RunFollower, RunUpdate
 from ..services.workspaces import WorkspaceSession
 from ._common import message, stderr_console
 
@@ -155,13 +155,15 @@ def watch_run(
 ) -> tuple[Run, int]:
     """Show a run until it ends; returns the final run and how many times Ctrl-C was pressed."""
     follower = RunFollower(session, run_id, worker)
+    # A failed run's error is raised by the caller (``train``): shown once, as Error/Hint, not also here.
+    closing = ClosingErrorFilter()
     show_live = use_live_progress() if live is None else live
     renderer: _LiveRenderer | _PlainRenderer
     renderer = _LiveRenderer(stderr_console()) if show_live else _PlainRenderer()
     acted = 0
     with _counting_interrupts() as presses, renderer:
         while True:
-            update = follower.step()
+            update = closing.apply(follower.step())
             renderer.render(update)
             if update.run.status.is_terminal:
                 return update.run, presses.count

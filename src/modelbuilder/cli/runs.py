@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .. import hints
 from ..entities import Run, RunStatus
 from ..services import runs as service
 from ..services.replay import find_recorded_plan
@@ -58,7 +59,7 @@ def run_rows(found: list[Run]) -> tuple[list[str], list[list[Any]]]:
             run.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if run.created_at else "",
             _duration(run),
             _main_metric(run),
-            (run.error or "").split("\n")[0],
+            "" if run.error is None else run.error.message.split("\n")[0],
         ]
         for run in found
     ]
@@ -96,7 +97,7 @@ def _status(text: str) -> RunStatus:
 
     raise InvalidParameterError(
         f"The 'status' option must be one of {', '.join(s.value for s in RunStatus)}. Got {text!r} instead.",
-        hint="For example: modelbuilder run list --status Running",
+        hint=f"For example: {hints.command('run', 'list', status=RunStatus.RUNNING.value)}",
     )
 
 
@@ -124,7 +125,8 @@ def run_show(run_id: str, workspace: WorkspaceOption = None, json_: JsonOption =
             ("created_at", view["created_at"]),
             ("duration", _duration(run)),
             ("phase", run.phase),
-            ("error", run.error),
+            ("error", None if run.error is None else run.error.message),
+            ("hint", None if run.error is None else run.error.hint),
             ("portal_url", view["portal_url"]),
         ]
     )

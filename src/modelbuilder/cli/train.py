@@ -13,7 +13,7 @@ import typer
 
 from .. import hints, settings
 from ..entities import Run, RunStatus
-from ..errors import InvalidParameterError, TrainingError
+from ..errors import InvalidParameterError
 from ..services import preflight
 from ..services import runs as run_service
 from ..services.training_run import Submission, config_of_run, resume_training, submit_training
@@ -104,7 +104,8 @@ def _resume(session: WorkspaceSession, run_id: str, data: Path | None, time: str
     if data is not None and Path(trained_on) != data.expanduser().resolve():
         raise InvalidParameterError(
             f"Run '{old.id}' trained on {trained_on!r}; --resume cannot switch it to {str(data)!r}.",
-            hint=f"Leave DATA out to resume on the same data: modelbuilder train --resume {old.id[:12]}",
+            hint="Leave DATA out to resume on the same data: "
+            + hints.command("train", resume=hints.short_id(old.id)),
         )
     return resume_training(session, old.id, time_budget=None if time is None else parse_duration(time))
 
@@ -161,7 +162,7 @@ def train(
         elif data is None:
             raise InvalidParameterError(
                 "modelbuilder train needs the training data (or --resume RUN_ID).",
-                hint="For example: modelbuilder train ./images --time 5m",
+                hint=f"For example: {hints.command('train', './images', time='5m')}",
             )
         else:
             config = _config(
@@ -193,11 +194,10 @@ def _finish(session: WorkspaceSession, run: Run, output: Path | None, presses: i
             copied = output.resolve()
     result = run_service.load_result(session, run.id, copied or session.artifacts.run_dir(run.id))
     if run.status is RunStatus.FAILED:
-        text, _, hint = (run.error or "unknown error").partition("\nHint: ")
-        raise TrainingError(
-            f"Run {run.id} failed: {text}",
-            hint=hint or f"See its log: modelbuilder run logs {run.id[:12]} --workspace {session.name}",
-        )
+        if settings.debug() and (traceback := run_service.debug_log(session, run.id)):
+            message(traceback.rstrip())
+        # The worker's own error, raised here once: the ErrorHandlingGroup prints it as Error/Hint.
+        raise run_service.run_failure(session, run)
     _print_summary(session, run, result, copied)
     if run.status is RunStatus.CANCELED:
         raise typer.Exit(EXIT_INTERRUPTED if presses else EXIT_ERROR)
@@ -235,5 +235,6 @@ def _print_summary(
     for label, value in rows:
         out.write(f"  {label.ljust(width)}  {value}\n")
     if copied is None:
-        out.write(f"  Copy them out with: modelbuilder run download {run.id[:12]} --output DIR\n")
+        download = hints.command("run", "download", hints.short_id(run.id), output="DIR")
+        out.write(f"  Copy them out with: {download}\n")
     out.flush()

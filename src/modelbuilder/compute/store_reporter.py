@@ -22,8 +22,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..entities import Run, RunStatus
+from ..entities import Run, RunError, RunStatus
 from ..errors import InvalidStateError
+from ..store import lifecycle
 from ..store.base import MetadataStore
 
 logger = logging.getLogger(__name__)
@@ -41,22 +42,6 @@ _TRIAL_END = {
     "stopped": RunStatus.CANCELED,
     "failed": RunStatus.FAILED,
 }
-
-
-def end_run(store: MetadataStore, run_id: str, status: RunStatus, error: str | None = None) -> None:
-    """Move an active run to a terminal ``status`` through the allowed transitions.
-
-    Raises:
-        InvalidStateError: the run is already terminal (or another process ended it meanwhile).
-    """
-    current = store.get_run(run_id).status
-    if status is RunStatus.COMPLETED and current is not RunStatus.FINALIZING:
-        store.set_run_status(run_id, RunStatus.FINALIZING)
-    elif status is RunStatus.CANCELED and current is not RunStatus.CANCEL_REQUESTED and current not in (
-        RunStatus.NOT_STARTED,
-    ):
-        store.set_run_status(run_id, RunStatus.CANCEL_REQUESTED)
-    store.set_run_status(run_id, status, error=error, phase=status.value.lower())
 
 
 def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
@@ -209,10 +194,10 @@ class StoreReporter:
                 self.metric(key, value, step, trial)
             self.flush()
             end_status = _TRIAL_END.get(str(status).lower(), RunStatus.FAILED)
-            error = None if end_status is not RunStatus.FAILED else f"trial ended {status}"
+            error = RunError("TrainingError", f"trial ended {status}")
             with self._write_lock:
                 self._active_children.discard(child)
-                end_run(self.store, child, end_status, error)
+                lifecycle.end(self.store, child, end_status, error)
         except Exception as exc:
             logger.warning("End of trial %s of run %s could not be recorded: %s", trial, self.run.id, exc)
 
@@ -261,12 +246,12 @@ class StoreReporter:
                     if not child.status.is_terminal:
                         self._active_children.add(child.id)
 
-    def end_active_children(self, status: RunStatus, error: str | None = None) -> None:
+    def end_active_children(self, status: RunStatus, error: RunError | None = None) -> None:
         """End trials that are still active (the run itself is ending)."""
         with self._write_lock:
             for child in sorted(self._active_children):
                 try:
-                    end_run(self.store, child, status, error)
+                    lifecycle.end(self.store, child, status, error)
                 except Exception as exc:
                     logger.warning("Trial run %s could not be ended: %s", child, exc)
             self._active_children.clear()

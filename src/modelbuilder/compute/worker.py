@@ -4,8 +4,10 @@ It opens the workspace store itself, moves the run ``Queued -> Preparing -> Runn
 with a ``StoreReporter``, then records the outputs, the result and the run log as artifacts, verifies them
 against their records, and only then ends the run ``Completed`` (or ``Canceled`` when a cancel was
 requested: the best model so far is kept as a partial result). Whatever goes wrong ends the run ``Failed``
-with the reason: a ``ModelBuilderError`` with its message and hint, anything else with its type and
-message (the traceback goes to the run log). A worker that is killed outright cannot do that; the
+with its error as data (``RunError``: type, message, hint), shown once in the run log as ``Error:`` and
+``Hint:``. The traceback of an expected error (a ``ModelBuilderError``) goes to the run's debug log
+(``debug.log`` next to ``run.log``) only; an unexpected exception keeps its traceback in the run log.
+Every status change goes through ``store.lifecycle``. A worker that is killed outright cannot do that; the
 parent's supervisor or the stale-run reaper (``services.runs.reap_stale_runs``) marks its run lost.
 """
 
@@ -26,16 +28,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from .. import hints
 from ..artifacts import open_artifact_store
 from ..artifacts.local import ArtifactStore
-from ..entities import RunStatus
+from ..entities import RunError, RunStatus
 from ..errors import InvalidParameterError, InvalidStateError, ModelBuilderError
-from ..store import open_store
+from ..store import lifecycle, open_store
 from ..store.base import MetadataStore
 from ..training.config import TrainingConfig, TrainingResult
 from .job import RunFolders, TrainingJob
 from .outputs import LOG_NAME, RESULT_NAME, OutputRecorder, result_to_dict
-from .store_reporter import HEARTBEAT_INTERVAL_S, StoreReporter, end_run
+from .store_reporter import HEARTBEAT_INTERVAL_S, StoreReporter
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +67,32 @@ def load_target(target: str) -> Trainer:
     return function  # type: ignore[no-any-return]
 
 
-def format_error(exc: BaseException) -> str:
-    """The error a failed run records: message and hint for our errors, type and message otherwise."""
-    if isinstance(exc, ModelBuilderError):
-        return f"{exc.message}\nHint: {exc.hint}" if exc.hint else exc.message
-    return f"{type(exc).__name__}: {exc}"
+#: The run's debug log, next to its run log in the worker folder: tracebacks of expected errors.
+DEBUG_LOG_NAME = "debug.log"
+
+
+def run_error(exc: BaseException, run_id: str) -> RunError:
+    """The error a failed run records. Our errors keep their type, message and hint; anything else is a
+    bug, whose hint points at the traceback in the run log."""
+    error = RunError.from_exception(exc)
+    if error.hint is None and not isinstance(exc, ModelBuilderError):
+        logs = hints.command("run", "logs", hints.short_id(run_id))
+        error = RunError(
+            error.type,
+            error.message,
+            f"This is an unexpected error (a bug); the traceback is in the run log: {logs}",
+        )
+    return error
+
+
+def write_debug_log(path: Path, exc: BaseException) -> None:
+    """Append the traceback of ``exc`` to the run's debug log (never raises: the run must still end)."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        with open(path, "a", encoding="utf-8") as debug:
+            debug.write(f"[{stamp}] {text}\n")
 
 
 class _RunLogHandler(logging.Handler):
@@ -104,12 +128,14 @@ class Worker:
         """Run the job; the worker's exit code (0: Completed or Canceled, 1: Failed or not run)."""
         job = self.job
         try:
-            run = self.store.set_run_status(job.run_id, RunStatus.PREPARING, phase="starting the worker")
+            run = lifecycle.prepare(self.store, job.run_id, phase="starting the worker")
         except InvalidStateError:
             current = self.store.get_run(job.run_id)
             if current.status is RunStatus.CANCEL_REQUESTED:
-                self.store.set_run_status(job.run_id, RunStatus.CANCELED)
+                lifecycle.end_canceled(self.store, job.run_id)
                 return 0
+            if current.status is RunStatus.CANCELED:
+                return 0  # canceled while it waited for this worker
             logger.warning("Run %s is %s; nothing to do", job.run_id, current.status.value)
             return 1
         reporter = self.reporter = StoreReporter(
@@ -128,7 +154,7 @@ class Worker:
             trainer = load_target(job.target)
             config = TrainingConfig.from_dict(job.config)
             with contextlib.suppress(InvalidStateError):  # a cancel may have arrived meanwhile
-                self.store.set_run_status(job.run_id, RunStatus.RUNNING, phase="training")
+                lifecycle.start(self.store, job.run_id, phase="training")
             work_dir = self.folders.work_dir
             work_dir.mkdir(parents=True, exist_ok=True)
             checkpoint_dir = self.folders.checkpoint_dir(job.checkpoint_owner)
@@ -136,8 +162,12 @@ class Worker:
             result = trainer(config, reporter, work_dir, checkpoint_dir=checkpoint_dir)
             return self._finish(result, time.monotonic() - started)
         except BaseException as exc:
-            reporter.log(traceback.format_exc().rstrip())
-            code = self._fail(format_error(exc))
+            if isinstance(exc, ModelBuilderError):
+                # Expected: the user sees Error/Hint once; the traceback is for whoever debugs it.
+                write_debug_log(self.folders.state_dir / DEBUG_LOG_NAME, exc)
+            else:
+                reporter.log(traceback.format_exc().rstrip())
+            code = self._fail(run_error(exc, job.run_id))
             if not isinstance(exc, Exception):
                 raise
             return code
@@ -162,9 +192,9 @@ class Worker:
         status = self.store.get_run(self.job.run_id).status
         canceled = result.canceled or status is RunStatus.CANCEL_REQUESTED
         if canceled and status is not RunStatus.CANCEL_REQUESTED:
-            self.store.set_run_status(self.job.run_id, RunStatus.CANCEL_REQUESTED)
+            lifecycle.request_cancel(self.store, self.job.run_id)
         elif status is RunStatus.RUNNING:
-            self.store.set_run_status(self.job.run_id, RunStatus.FINALIZING, phase="recording outputs")
+            lifecycle.finalize(self.store, self.job.run_id, phase="recording outputs")
         for name, path in sorted(result.files.items()):
             self.recorder.record(path, name)
         self.recorder.record_manifest()
@@ -180,16 +210,24 @@ class Worker:
         self._record_log()
         bad = self.artifacts.find_mismatches(self.job.run_id, self.store.list_artifacts(self.job.run_id))
         if bad:
-            return self._fail(f"artifacts failed verification after writing: {', '.join(bad)}")
+            return self._fail(
+                RunError(
+                    "ArtifactNotFoundError",
+                    f"Artifacts of run '{self.job.run_id}' failed verification after writing: "
+                    f"{', '.join(bad)}.",
+                    "The artifact folder changed while the run wrote it; start the run again.",
+                )
+            )
         final = RunStatus.CANCELED if canceled else RunStatus.COMPLETED
         reporter.ending = True
         try:
-            end_run(self.store, self.job.run_id, final)
+            lifecycle.end(self.store, self.job.run_id, final)
         except InvalidStateError:
+            # A cancel that arrived during Finalizing wins: the run ends Canceled, its outputs kept.
             current = self.store.get_run(self.job.run_id).status
             if current is not RunStatus.CANCEL_REQUESTED:
                 return 1  # ended elsewhere
-            end_run(self.store, self.job.run_id, RunStatus.CANCELED)
+            lifecycle.end_canceled(self.store, self.job.run_id)
             final = RunStatus.CANCELED
         self._clean_up(final)
         return 0
@@ -212,15 +250,15 @@ class Worker:
         except Exception as exc:
             logger.warning("The run log of %s could not be recorded: %s", self.job.run_id, exc)
 
-    def _fail(self, error: str) -> int:
+    def _fail(self, error: RunError) -> int:
         reporter = self.reporter
         if reporter is not None:
-            reporter.log(f"Run Failed: {error}")
+            reporter.log("\n".join(error.lines()))
             reporter.flush()
-            reporter.end_active_children(RunStatus.FAILED, "the run failed")
+            reporter.end_active_children(RunStatus.FAILED, RunError("TrainingError", "the run failed"))
         self._record_log()
         try:
-            self.store.set_run_status(self.job.run_id, RunStatus.FAILED, error=error)
+            lifecycle.fail(self.store, self.job.run_id, error)
         except InvalidStateError:
             logger.warning("Run %s ended elsewhere before it could be marked Failed", self.job.run_id)
         except Exception as exc:

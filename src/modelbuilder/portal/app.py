@@ -18,8 +18,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from ..names import check_workspace_name
+from ..services.workspaces import Catalog
 from ..settings import DEFAULT_PORTAL_PORT
-from ..store import Catalog
 from .context import PortalState
 from .errors import install_error_handlers
 from .identity import PortalIdentity

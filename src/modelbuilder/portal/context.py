@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,8 @@ from fastapi import Request
 from ..artifacts import LocalArtifactStore
 from ..entities import Run, Workspace
 from ..errors import ArtifactNotFoundError, InvalidParameterError, ModelBuilderError
-from ..store import Catalog, MetadataStore, open_workspace_store
+from ..services import runs as run_service
+from ..services.workspaces import Catalog, MetadataStore, WorkspaceSession, open_session
 from .security import HostPolicy, new_csrf_token
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 EVALUATION_NAME = "evaluation.json"
+#: Seconds between two reaps of one workspace's lost runs (reads in between do not reap).
+REAP_INTERVAL_S = 5.0
 MODEL_BUNDLE_NAME = "MLModel.zip"
 
 
@@ -96,7 +100,9 @@ class PortalState:
         self.csrf_token = new_csrf_token()
         self.catalog = catalog if catalog is not None else Catalog()
         self._owns_catalog = catalog is None
-        self._stores: dict[str, MetadataStore] = {}
+        self._sessions: dict[str, WorkspaceSession] = {}
+        self._reaped_at: dict[str, float] = {}
+        self._reap_lock = threading.Lock()
         self._lock = threading.Lock()
         self.evaluations: LruCache[tuple[str, int, int], dict[str, Any]] = LruCache(16)
         self.engines: LruCache[tuple[str, int, int], Any] = LruCache(3)
@@ -113,8 +119,9 @@ class PortalState:
         """
         return self.catalog.get_workspace(name)
 
-    def store(self, name: str) -> MetadataStore:
-        """The metadata store of a workspace, opened once.
+    def session(self, name: str) -> WorkspaceSession:
+        """The open workspace (``services.workspaces.open_session``, as the CLI gets it), opened once; lost
+        runs in it are reaped first (see ``reap``).
 
         Raises:
             WorkspaceNotFoundError: none has this name.
@@ -122,11 +129,41 @@ class PortalState:
         workspace = self.workspace(name)
         key = workspace.name.lower()
         with self._lock:
-            opened = self._stores.get(key)
+            opened = self._sessions.get(key)
             if opened is None:
-                opened = open_workspace_store(workspace)
-                self._stores[key] = opened
-            return opened
+                opened = open_session(workspace)
+                self._sessions[key] = opened
+        self.reap(opened)
+        return opened
+
+    def store(self, name: str) -> MetadataStore:
+        """The metadata store of a workspace's session (see ``session``).
+
+        Raises:
+            WorkspaceNotFoundError: none has this name.
+        """
+        return self.session(name).store
+
+    def reap(self, session: WorkspaceSession, *, now: float | None = None) -> None:
+        """Mark the workspace's lost runs ``Failed (process lost)``, at most every ``REAP_INTERVAL_S``.
+
+        The portal reaps as it reads, so a run whose worker was killed shows as lost the next time anyone
+        looks at it, with no CLI command run and no background thread writing when nobody looks. The
+        reaper only declares a run lost when this process can know: a local worker whose process is gone,
+        or a heartbeat older than ``services.runs.STALE_AFTER_S`` (a worker on another host sharing a
+        PostgreSQL workspace keeps its run alive by its heartbeats).
+        """
+        now = time.monotonic() if now is None else now
+        key = session.name.lower()
+        with self._reap_lock:
+            if now - self._reaped_at.get(key, -REAP_INTERVAL_S) < REAP_INTERVAL_S:
+                return
+            self._reaped_at[key] = now
+        try:
+            for run in run_service.reap_lost_runs(session):
+                logger.warning("Run %s of workspace %s: %s", run.id, session.name, run.error)
+        except ModelBuilderError as exc:  # a read must not fail because the reaper could not write
+            logger.warning("Reaping lost runs of workspace %s failed: %s", session.name, exc)
 
     def artifacts(self, name: str) -> LocalArtifactStore:
         """The artifact store of a workspace.
@@ -134,7 +171,7 @@ class PortalState:
         Raises:
             WorkspaceNotFoundError: none has this name.
         """
-        return LocalArtifactStore(self.workspace(name).artifact_root)
+        return self.session(name).artifacts
 
     def run(self, workspace: str, run_id: str) -> Run:
         """A run of a workspace by id or unique id prefix.
@@ -142,7 +179,7 @@ class PortalState:
         Raises:
             WorkspaceNotFoundError, RunNotFoundError: no such workspace or run.
         """
-        return self.store(workspace).get_run(run_id)
+        return run_service.get_run(self.session(workspace), run_id)
 
     # --- cached files -----------------------------------------------------------------------------
 
@@ -206,9 +243,9 @@ class PortalState:
 
     def close(self) -> None:
         with self._lock:
-            stores = list(self._stores.values())
-            self._stores.clear()
-        for opened in stores:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for opened in sessions:
             try:
                 opened.close()
             except ModelBuilderError:  # pragma: no cover - closing never matters enough to fail

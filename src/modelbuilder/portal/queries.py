@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from ..entities import Metric, Run
 from ..errors import InvalidParameterError, ModelBuilderError
-from ..store import RUN_ORDER_FIELDS
+from ..services import experiments as experiment_service
+from ..services import runs as run_service
 from .context import EVALUATION_NAME, MODEL_BUNDLE_NAME, PortalState
 from .schemas import (
     ExperimentOut,
@@ -57,9 +58,9 @@ class Trials:
 
 
 def run_trials(state: PortalState, workspace: str, run: Run, now: float | None = None) -> Trials:
-    store = state.store(workspace)
-    children = store.list_child_runs(run.id)
-    histories = trial_histories(store, children)
+    session = state.session(workspace)
+    children = run_service.list_trials(session, run.id)
+    histories = trial_histories(lambda run_id: run_service.metric_histories(session, run_id), children)
     best = choose_best_child(run, children, histories)
     return Trials(children, histories, best, trial_rows(workspace, children, histories, best, now))
 
@@ -78,13 +79,12 @@ def get_run_detail(state: PortalState, workspace: str, run_id: str) -> tuple[Run
         WorkspaceNotFoundError, RunNotFoundError: no such workspace or run.
     """
     now = time.time()
-    store = state.store(workspace)
-    run = store.get_run(run_id)
+    run = state.run(workspace, run_id)  # reaps lost runs first: a killed worker's run shows as lost
     trials = run_trials(state, workspace, run, now)
     detail = run_detail(
         workspace,
         run,
-        store,
+        child_count=len(trials.children),
         has_results=has_results(state, workspace, run.id),
         best_child_id=trials.best_child_id,
         now=now,
@@ -102,10 +102,10 @@ def store_order(order_by: str) -> str:
     if not parts or len(parts) > 2:
         parts = ["?"]
     key = SORT_KEYS.get(parts[0], parts[0])
-    if key not in RUN_ORDER_FIELDS and not key.startswith("metric."):
+    if key not in run_service.SORT_FIELDS and not key.startswith("metric."):
         raise InvalidParameterError(
             f"The 'order_by' parameter {order_by!r} is not a sort key: expected one of "
-            f"{', '.join(sorted(SORT_KEYS))}, {', '.join(RUN_ORDER_FIELDS)} or metric.<key>, "
+            f"{', '.join(sorted(SORT_KEYS))}, {', '.join(run_service.SORT_FIELDS)} or metric.<key>, "
             "optionally followed by asc or desc.",
             hint="For example: order_by=accuracy desc",
         )
@@ -127,14 +127,14 @@ def list_experiment_runs(
         WorkspaceNotFoundError, ExperimentNotFoundError: no such workspace or experiment.
         InvalidParameterError: a bad sort key, offset or limit.
     """
-    store = state.store(workspace)
-    found = store.get_experiment(experiment)
     order = store_order(order_by)
     now = time.time()
-    runs = store.list_runs(found.id, parent_run_id=None, offset=offset, limit=limit, order_by=[order])
+    runs, total = run_service.list_runs_page(
+        state.session(workspace), experiment, offset=offset, limit=limit, order_by=order
+    )
     return RunPageOut(
         items=[run_summary(workspace, run, now) for run in runs],
-        total=store.count_runs(found.id, parent_run_id=None),
+        total=total,
         offset=offset,
         limit=limit,
         order_by=order,
@@ -147,15 +147,16 @@ def get_experiment(state: PortalState, workspace: str, name: str) -> ExperimentO
     Raises:
         WorkspaceNotFoundError, ExperimentNotFoundError: no such workspace or experiment.
     """
-    store = state.store(workspace)
-    found = store.get_experiment(name)
-    summary = next(s for s in store.list_experiments() if s.experiment.id == found.id)
+    session = state.session(workspace)
+    found = session.store.get_experiment(name)
+    summary = next(s for s in experiment_service.list_experiments(session) if s.experiment.id == found.id)
     return experiment_out(workspace, summary)
 
 
 def list_experiments(state: PortalState, workspace: str) -> list[ExperimentOut]:
     now = time.time()
-    return [experiment_out(workspace, s, now) for s in state.store(workspace).list_experiments()]
+    summaries = experiment_service.list_experiments(state.session(workspace))
+    return [experiment_out(workspace, s, now) for s in summaries]
 
 
 @dataclass
@@ -197,9 +198,7 @@ def log_page(state: PortalState, workspace: str, run_id: str, offset: int, limit
     Raises:
         WorkspaceNotFoundError, RunNotFoundError: no such workspace or run.
     """
-    store = state.store(workspace)
-    total = store.count_log_lines(run_id)
-    lines = store.get_log_lines(run_id, offset=offset, limit=limit)
+    lines, total = run_service.log_lines(state.session(workspace), run_id, offset, limit)
     next_offset = lines[-1].number + 1 if lines else max(0, total if offset < 0 else min(offset, total))
     return LogPageOut(
         lines=[LogLineOut(number=ln.number, timestamp=ln.timestamp, text=ln.text) for ln in lines],

@@ -55,7 +55,13 @@ class RunSummary(BaseModel):
     started_at: datetime | None
     ended_at: datetime | None
     duration_s: float | None = Field(description="From start to end (or to now, while active).")
-    error: str | None
+    error: str | None = Field(description="Why a Failed run failed: the error's message.")
+    error_type: str | None = Field(default=None, description="The error's class (DatasetError, ...).")
+    error_hint: str | None = Field(default=None, description="How to fix it.")
+    status_label: str = Field(
+        default="",
+        description="The status as shown: 'Failed (process lost)' for a run whose worker vanished.",
+    )
     url: str
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +24,7 @@ from ..entities import (
     RunStatus,
     Workspace,
 )
-from ..store import MetadataStore
+from ..services.runs import LOST
 from .schemas import (
     CompareOut,
     CompareRowOut,
@@ -154,6 +154,13 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def status_label(run: Run) -> str:
+    """The status as the portal shows it: ``Failed (process lost)`` when the worker vanished."""
+    if run.status is RunStatus.FAILED and run.error is not None and run.error.message.startswith(LOST):
+        return f"{run.status.value} ({LOST})"
+    return run.status.value
+
+
 def run_summary(workspace: str, run: Run, now: float | None = None) -> RunSummary:
     return RunSummary(
         id=run.id,
@@ -171,7 +178,10 @@ def run_summary(workspace: str, run: Run, now: float | None = None) -> RunSummar
         started_at=run.started_at,
         ended_at=run.ended_at,
         duration_s=elapsed_seconds(run, now),
-        error=run.error,
+        error=None if run.error is None else run.error.message,
+        error_type=None if run.error is None else run.error.type,
+        error_hint=None if run.error is None else run.error.hint,
+        status_label=status_label(run),
         url=run_url(workspace, run.id),
     )
 
@@ -184,8 +194,8 @@ def can_cancel(run: Run) -> bool:
 def run_detail(
     workspace: str,
     run: Run,
-    store: MetadataStore,
     *,
+    child_count: int,
     has_results: bool,
     best_child_id: str | None,
     now: float | None = None,
@@ -202,7 +212,7 @@ def run_detail(
         time_budget_s=time_budget_seconds(run.params),
         remaining_s=remaining_seconds(run, now),
         progress=progress_of(run),
-        child_count=store.count_runs(parent_run_id=run.id),
+        child_count=child_count,
         best_child_id=best_child_id,
         can_cancel=can_cancel(run),
         has_results=has_results,
@@ -212,11 +222,14 @@ def run_detail(
 # --- trials (child runs) --------------------------------------------------------------------------
 
 
-def trial_histories(store: MetadataStore, children: Sequence[Run]) -> dict[str, dict[str, list[Metric]]]:
-    """The per-epoch metrics of each trial, by child run id then metric key."""
+def trial_histories(
+    histories_of: Callable[[str], dict[str, list[Metric]]], children: Sequence[Run]
+) -> dict[str, dict[str, list[Metric]]]:
+    """The per-epoch metrics of each trial, by child run id then metric key (``histories_of(run_id)``
+    gives every metric history of one run)."""
     histories = {}
     for child in children:
-        every = store.get_metric_histories(child.id)
+        every = histories_of(child.id)
         histories[child.id] = {key: every[key] for key in TRIAL_METRICS if key in every}
     return histories
 

@@ -22,14 +22,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import hints
 from ..artifacts.local import ArtifactStore
 from ..compute.backend import WorkerHandle, get_backend
 from ..compute.outputs import RESULT_NAME, materialize_outputs, result_from_dict
 from ..compute.spec import ComputeSpec
-from ..compute.store_reporter import end_run
-from ..entities import LogLine, Run, RunStatus
-from ..errors import ArtifactNotFoundError, InvalidParameterError, InvalidStateError, ModelBuilderError
-from ..store.base import WORKER_STATUSES, MetadataStore
+from ..compute.worker import DEBUG_LOG_NAME
+from ..entities import LogLine, Metric, Run, RunStatus
+from ..errors import (
+    ArtifactNotFoundError,
+    InvalidParameterError,
+    InvalidStateError,
+    ModelBuilderError,
+    TrainingError,
+)
+from ..store import lifecycle
+from ..store.base import RUN_ORDER_FIELDS, WORKER_STATUSES, MetadataStore
 from ..training.config import TrainingResult
 from .training_run import job_for_run
 from .workspaces import WorkspaceSession
@@ -39,7 +47,9 @@ logger = logging.getLogger(__name__)
 #: Seconds without a heartbeat after which a worker counts as lost.
 STALE_AFTER_S = 30.0
 POLL_INTERVAL_S = 0.5
-LOST = "process lost"
+LOST = lifecycle.LOST
+#: Fields that ``list_runs_page`` sorts by (each optionally followed by asc or desc), plus ``metric.<key>``.
+SORT_FIELDS = RUN_ORDER_FIELDS
 
 
 def _age_seconds(run: Run) -> float:
@@ -81,23 +91,22 @@ def mark_lost(
     store: MetadataStore, run_id: str, detail: str, artifacts: ArtifactStore | None = None
 ) -> Run | None:
     """End an active run ``Failed`` with ``process lost: <detail>`` (and its active trials); None if it
-    ended meanwhile. With the artifact store, the run's artifact records are reconciled first."""
-    error = f"{LOST}: {detail}"
-    try:
-        if artifacts is not None:
-            _reconcile_artifacts(store, artifacts, run_id)
-        store.log_lines(run_id, [f"Run Failed: {error}"])
-        for child in store.list_child_runs(run_id):
-            if not child.status.is_terminal:
-                try:
-                    store.set_run_status(child.id, RunStatus.FAILED, error=error)
-                except InvalidStateError:
-                    pass
-        run = store.set_run_status(run_id, RunStatus.FAILED, error=error)
-    except InvalidStateError:
+    ended meanwhile (its worker, or another reaper, got there first). With the artifact store, the run's
+    artifact records are reconciled first."""
+    run = store.get_run(run_id)
+    if run.status.is_terminal:
         return None
-    logger.warning("Run %s marked Failed: %s", run_id, error)
-    return run
+    if artifacts is not None:
+        try:
+            _reconcile_artifacts(store, artifacts, run.id)
+        except InvalidStateError:
+            return None  # it ended while we looked at its files
+    error = lifecycle.lost_error(run.id, detail)
+    store.log_lines(run.id, error.lines())
+    ended = lifecycle.mark_lost_if_active(store, run.id, detail)
+    if ended is not None:
+        logger.warning("Run %s marked Failed: %s", run.id, error.message)
+    return ended
 
 
 def reap_stale_runs(
@@ -150,6 +159,27 @@ def reap_lost_runs(session: WorkspaceSession, max_age: float = STALE_AFTER_S) ->
     )
 
 
+def run_failure(session: WorkspaceSession, run: Run) -> ModelBuilderError:
+    """The error a Failed run ended with, as the exception its worker raised (same ModelBuilderError class,
+    message and hint; an unexpected error is a TrainingError), for callers to raise."""
+    logs = hints.command("run", "logs", hints.short_id(run.id), workspace=session.name)
+    if run.error is None:
+        return TrainingError(f"Run '{run.id}' failed without a recorded error.", hint=f"See its log: {logs}")
+    error = run.error.to_exception()
+    if error.hint is None:
+        error.hint = f"See its log: {logs}"
+    return error
+
+
+def debug_log(session: WorkspaceSession, run_id: str) -> str | None:
+    """The run's debug log (tracebacks of expected errors, written by a local worker), or None."""
+    path = session.run_folders(run_id).state_dir / DEBUG_LOG_NAME
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
 def get_run(session: WorkspaceSession, run_id: str) -> Run:
     """The run with this id (or unique prefix of 6+ characters).
 
@@ -158,6 +188,57 @@ def get_run(session: WorkspaceSession, run_id: str) -> Run:
         InvalidParameterError: the prefix matches several runs.
     """
     return session.store.get_run(run_id)
+
+
+def list_runs_page(
+    session: WorkspaceSession,
+    experiment: str,
+    *,
+    offset: int = 0,
+    limit: int = 50,
+    order_by: str = "created_at desc",
+) -> tuple[list[Run], int]:
+    """One page of an experiment's top-level runs (``order_by``: a field of ``RUN_ORDER_FIELDS`` or
+    ``metric.<key>``, optionally followed by asc or desc) and how many there are in all.
+
+    Raises:
+        ExperimentNotFoundError: the experiment does not exist.
+        InvalidParameterError: a bad sort key, offset or limit.
+    """
+    found = session.store.get_experiment(experiment)
+    store = session.store
+    page = store.list_runs(found.id, parent_run_id=None, offset=offset, limit=limit, order_by=[order_by])
+    return page, store.count_runs(found.id, parent_run_id=None)
+
+
+def list_trials(session: WorkspaceSession, run_id: str) -> list[Run]:
+    """The trials (child runs) of a run, in creation order.
+
+    Raises:
+        RunNotFoundError: no such run.
+    """
+    return session.store.list_child_runs(session.store.get_run(run_id).id)
+
+
+def metric_histories(session: WorkspaceSession, run_id: str) -> dict[str, list[Metric]]:
+    """Every value of every metric of a run, by key, in step order.
+
+    Raises:
+        RunNotFoundError: no such run.
+    """
+    return session.store.get_metric_histories(run_id)
+
+
+def log_lines(
+    session: WorkspaceSession, run_id: str, offset: int = 0, limit: int | None = 1000
+) -> tuple[list[LogLine], int]:
+    """Log lines of a run from ``offset`` (negative: from the end), and how many lines it has.
+
+    Raises:
+        RunNotFoundError: no such run.
+    """
+    total = session.store.count_log_lines(run_id)
+    return session.store.get_log_lines(run_id, offset=offset, limit=limit), total
 
 
 def list_runs(
@@ -189,25 +270,31 @@ def cancel_run(session: WorkspaceSession, run_id: str) -> Run:
     """
     store = session.store
     run = store.get_run(run_id)
-    if run.status.is_terminal:
+    if run.parent_run_id is not None and not run.status.is_terminal:
+        parent = hints.short_id(run.parent_run_id)
         raise InvalidStateError(
-            f"Run '{run.id}' already ended ({run.status.value}); there is nothing to cancel.",
-            hint=f"See it with: modelbuilder run show {run.id[:12]}",
+            f"Run '{run.id}' is a trial of run '{run.parent_run_id}'; trials are not canceled alone.",
+            hint=f"Cancel the run itself: {hints.command('run', 'cancel', parent)}",
         )
-    if run.status is RunStatus.CANCEL_REQUESTED:
+    before = run.status
+    run = lifecycle.request_cancel(store, run.id)
+    if run.status is RunStatus.CANCELED:
+        if before is not RunStatus.CANCELED:
+            store.log_lines(run.id, ["Run Canceled before a worker picked it up."])
         return run
-    if run.status is RunStatus.NOT_STARTED:
-        return store.set_run_status(run.id, RunStatus.CANCELED)
-    run = store.set_run_status(run.id, RunStatus.CANCEL_REQUESTED)
     worker = find_worker(session, run)
     if worker is None or worker.status().is_final:
-        # Nobody will act on the request: end the run here (Queued, or its worker is gone).
-        refreshed = store.get_run(run.id)
-        if refreshed.status is RunStatus.CANCEL_REQUESTED:
-            store.log_lines(run.id, ["Run Canceled before a worker picked it up."])
-            return store.set_run_status(run.id, RunStatus.CANCELED)
-        return refreshed
-    store.log_lines(run.id, ["Cancel requested."])
+        # Nobody will act on the request: its worker is gone (or was never recorded). End it here,
+        # unless a reaper ended it first (then it stays as the reaper left it).
+        try:
+            ended = lifecycle.end_canceled(store, run.id)
+        except InvalidStateError:
+            return store.get_run(run.id)
+        lifecycle.end_children(store, run.id, RunStatus.CANCELED)
+        store.log_lines(run.id, ["Run Canceled: its worker was no longer running."])
+        return ended
+    if before is not RunStatus.CANCEL_REQUESTED:
+        store.log_lines(run.id, ["Cancel requested."])
     worker.cancel()  # a worker that cannot read the store (Ray) hears it from its backend
     return run
 
@@ -227,17 +314,11 @@ def kill_run(session: WorkspaceSession, run_id: str, worker: WorkerHandle | None
     if run.status.is_terminal:
         return run
     store.log_lines(run.id, ["Run Canceled: the worker was killed on request."])
-    for child in store.list_child_runs(run.id):
-        if not child.status.is_terminal:
-            try:
-                end_run(store, child.id, RunStatus.CANCELED)
-            except InvalidStateError:
-                pass
+    lifecycle.end_children(store, run.id, RunStatus.CANCELED)
     try:
-        end_run(store, run.id, RunStatus.CANCELED)
+        return lifecycle.end_canceled(store, run.id)
     except InvalidStateError:
-        pass
-    return store.get_run(run.id)
+        return store.get_run(run.id)  # it ended otherwise meanwhile
 
 
 @dataclass
@@ -248,6 +329,39 @@ class RunUpdate:
     new_lines: list[LogLine] = field(default_factory=list)
     children: list[Run] = field(default_factory=list)
     status_changed: bool = False
+
+
+class ClosingErrorFilter:
+    """Holds back a failed run's closing ``Error:``/``Hint:`` lines from a live view of its log.
+
+    A run that fails ends its log with its error (``RunError.lines()``); whoever shows the log live and then
+    raises the run's error (the CLI's ``train``, ``wait_for_completion``) would show it twice. From a line
+    that starts with ``Error: `` on, lines are held; when the run ends ``Failed`` they are dropped (the caller
+    raises the error), otherwise, or when a long tail follows (it was not the closing block), released.
+    """
+
+    MARKER = "Error: "
+    #: More held lines than this: not a closing block (a failed run's block is a few lines long).
+    MAX_HELD = 200
+
+    def __init__(self) -> None:
+        self.held: list[LogLine] = []
+
+    def apply(self, update: RunUpdate) -> RunUpdate:
+        """The update with the lines to show now."""
+        shown: list[LogLine] = []
+        for line in update.new_lines:
+            if self.held or line.text.startswith(self.MARKER):
+                self.held.append(line)
+            else:
+                shown.append(line)
+        if len(self.held) > self.MAX_HELD or (
+            update.run.status.is_terminal and update.run.status is not RunStatus.FAILED
+        ):
+            shown, self.held = shown + self.held, []
+        elif update.run.status is RunStatus.FAILED:
+            self.held = []  # the caller raises the run's error: its text is shown once, there
+        return RunUpdate(update.run, shown, update.children, update.status_changed)
 
 
 class RunFollower:

@@ -20,8 +20,9 @@ from ..compute.backend import WorkerHandle, get_backend
 from ..compute.job import DEFAULT_TRAINING_TARGET, TrainingJob
 from ..compute.spec import ComputeSpec
 from ..data.detect import is_hidden
-from ..entities import Run, RunStatus
+from ..entities import Run, RunError, RunStatus
 from ..errors import DatasetError, InvalidStateError
+from ..store import lifecycle
 from ..training.config import TrainingConfig
 from .computes import require_usable_compute
 from .experiments import default_experiment_name, get_or_create_experiment
@@ -124,11 +125,11 @@ def submit_training(
     """
     config = _absolute(config)
     found = require_usable_compute(session, compute)
-    spec = ComputeSpec.from_compute(found)
     experiment = experiment or default_experiment_name(config.data)
     # Bad input is refused here, before a run row exists (no Failed run is left behind for a typo).
     checked = check_submission(config, experiment=experiment, compute=found.name, backend=found.backend)
     fingerprint = dataset_fingerprint(config.data) if checked.data_visible else None
+    spec = ComputeSpec.from_compute(found)
     backend = get_backend(spec.backend)
     exp = get_or_create_experiment(session, experiment)
     params = {**config.to_dict(), **(extra_params or {})}
@@ -136,12 +137,14 @@ def submit_training(
         params[CHECKPOINT_OF] = checkpoint_of
     store = session.store
     run = store.create_run(exp.id, compute=found.name, params=params, dataset_fingerprint=fingerprint)
-    run = store.set_run_status(run.id, RunStatus.QUEUED)
+    run = lifecycle.queue(store, run.id)
     job = job_for_run(session, run, config=config, target=target)
     try:
         worker = backend.start(job, spec)
     except Exception as exc:
-        store.set_run_status(run.id, RunStatus.FAILED, error=f"the worker could not be started: {exc}")
+        error = RunError.from_exception(exc)
+        message = f"the worker could not be started: {error.message}"
+        lifecycle.fail(store, run.id, RunError(error.type, message, error.hint))
         raise
     logger.info("Submitted run %s of experiment %s on %s", run.id, exp.name, found.name)
     return Submission(store.get_run(run.id), worker)

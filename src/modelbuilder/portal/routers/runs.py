@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ...entities import RunStatus
-from ...errors import InvalidStateError
+from ...services import runs as run_service
 from ..context import PortalState, get_state
 from ..queries import get_run_detail, log_page, run_trials
 from ..schemas import CancelOut, ErrorOut, LogPageOut, MetricPointOut, RunDetailOut, TrialOut
@@ -47,7 +47,7 @@ def children(workspace: str, run_id: str, state: State) -> list[TrialOut]:
 @router.get("/metrics", response_model=dict[str, list[MetricPointOut]])
 def metrics(workspace: str, run_id: str, state: State) -> dict[str, list[MetricPointOut]]:
     """Every value of every metric of the run, by key, in step order."""
-    histories = state.store(workspace).get_metric_histories(run_id)
+    histories = run_service.metric_histories(state.session(workspace), run_id)
     return {
         key: [
             MetricPointOut(
@@ -74,12 +74,12 @@ def logs(
 @router.get("/log.txt", response_class=StreamingResponse)
 def log_text(workspace: str, run_id: str, state: State) -> StreamingResponse:
     """The whole log as a text file (works while the run is still writing it)."""
-    store = state.store(workspace)
-    full_id = store.get_run(run_id).id
+    session = state.session(workspace)
+    full_id = run_service.get_run(session, run_id).id
 
     def lines() -> Iterator[bytes]:
         offset = 0
-        while batch := store.get_log_lines(full_id, offset=offset, limit=_LOG_CHUNK):
+        while batch := run_service.log_lines(session, full_id, offset, _LOG_CHUNK)[0]:
             yield "".join(line.text + "\n" for line in batch).encode("utf-8")
             offset = batch[-1].number + 1
 
@@ -97,24 +97,16 @@ def cancel(workspace: str, run_id: str, request: Request, state: State) -> Cance
     """Ask the run's worker to stop (``CancelRequested``); it keeps the best model so far and ends
     ``Canceled``. Needs the page's token (``X-CSRF-Token``) and a same-origin request."""
     check_same_origin(request, state.policy, state.csrf_token)
-    store = state.store(workspace)
-    found = store.get_run(run_id)
-    if found.status is RunStatus.CANCEL_REQUESTED:
-        return CancelOut(run=run_summary(workspace, found), message="Cancellation was already requested.")
-    if found.parent_run_id is not None:
-        raise InvalidStateError(
-            f"Run '{found.id}' is a trial of run '{found.parent_run_id}'; trials are not canceled alone.",
-            hint=f"Cancel the run itself: modelbuilder run cancel {found.parent_run_id}",
-        )
-    if found.status.is_terminal:
-        raise InvalidStateError(
-            f"Run '{found.id}' is already {found.status.value}; there is nothing to cancel.",
-            hint="Only active runs (Queued, Preparing, Running, Finalizing) can be canceled.",
-        )
-    updated = store.set_run_status(found.id, RunStatus.CANCEL_REQUESTED)
-    store.log_lines(found.id, ["Cancellation requested from the portal."])
-    logger.info("Cancel requested for run %s from the portal", found.id)
-    return CancelOut(
-        run=run_summary(workspace, updated),
-        message="Cancellation requested: the run stops at its next safe point and keeps its best model.",
-    )
+    session = state.session(workspace)
+    before = run_service.get_run(session, run_id)
+    if before.status is RunStatus.CANCEL_REQUESTED:
+        return CancelOut(run=run_summary(workspace, before), message="Cancellation was already requested.")
+    # The same service as `modelbuilder run cancel`: a run no worker took ends Canceled at once, and a run
+    # whose worker is gone ends here instead of waiting in CancelRequested for nobody.
+    updated = run_service.cancel_run(session, before.id)
+    logger.info("Cancel of run %s from the portal: %s", updated.id, updated.status.value)
+    if updated.status is RunStatus.CANCELED:
+        text = "The run is Canceled (no worker was running it)."
+    else:
+        text = "Cancellation requested: the run stops at its next safe point and keeps its best model."
+    return CancelOut(run=run_summary(workspace, updated), message=text)

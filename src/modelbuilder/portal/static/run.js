@@ -26,7 +26,7 @@
 
   function render(run) {
     const badge = $("run-status");
-    badge.textContent = run.status;
+    badge.textContent = run.status_label || run.status;
     badge.className = "badge status-" + run.status.toLowerCase();
     root.dataset.status = run.status;
     $("run-phase").textContent = run.phase || "";
@@ -43,9 +43,11 @@
       progress.value = run.status === "Completed" ? 1 : 0;
       text.textContent = "";
     }
-    const error = $("run-error");
-    error.textContent = run.error || "";
-    error.hidden = !run.error;
+    // A failed run's error, as on every channel: "Error: <message>" and "Hint: <fix>".
+    $("run-error-message").textContent = run.error ? "Error: " + run.error : "";
+    $("run-error-hint").textContent = run.error_hint ? "Hint: " + run.error_hint : "";
+    $("run-error-hint").hidden = !run.error_hint;
+    $("run-error").hidden = !run.error;
     $("cancel-button").hidden = !run.can_cancel;
     if (run.started_at && $("run-started").textContent.trim() === "–") {
       $("run-started").textContent = new Date(run.started_at).toLocaleString();
