@@ -116,3 +116,21 @@ def test_attach_refuses_a_store_without_that_workspace(
     twice = other("workspace", "create", "team-ws", "--store", postgres_url, ok=False)
     assert twice.exit_code == 1 and "modelbuilder workspace attach team-ws --store URL" in twice.stderr
     assert other("workspace", "list").stdout.count("team-ws") == 0  # the refused create left no entry
+
+
+def test_the_python_api_creates_and_attaches_a_team_workspace(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelbuilder import Workspace
+
+    shared = tmp_path / "team-artifacts"
+    monkeypatch.setenv("MODELBUILDER_HOME", str(tmp_path / "home-alice"))
+    alice = Workspace.create("team-ws", store=postgres_url, artifacts=shared)
+    alice.experiment("api-exp")
+    assert alice.artifact_root == shared.resolve()
+    alice.close()
+    monkeypatch.setenv("MODELBUILDER_HOME", str(tmp_path / "home-bob"))
+    bob = Workspace.attach("team-ws", store=postgres_url)
+    assert bob.artifact_root == shared.resolve() and list(bob.experiments) == ["api-exp"]
+    assert postgres_url not in repr(bob) and postgres_url not in repr(bob._entity)
+    bob.close()
