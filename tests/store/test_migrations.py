@@ -161,3 +161,32 @@ def test_processes_creating_one_new_postgresql_store_at_once_all_succeed(postgre
         thread.join(timeout=120)
     assert errors == []
     assert _diff(postgres_url, STORE_SCHEMA) == []
+
+
+def test_cli_tells_and_runs_the_upgrade_of_an_old_postgresql_workspace(postgres_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from modelbuilder.cli import app
+    from modelbuilder.services import workspaces
+
+    workspaces.create_workspace("team-ws", store_url=postgres_url)
+    engine = create_store_engine(postgres_url)
+    try:
+        with engine.begin() as conn:  # as an older modelbuilder left it (downgrades work too)
+            command.downgrade(STORE_SCHEMA.config(conn), STORE_SCHEMA.baseline)
+    finally:
+        engine.dispose()
+    runner = CliRunner()
+    refused = runner.invoke(app, ["run", "list", "--workspace", "team-ws"])
+    assert refused.exit_code == 1
+    assert "older than revision" in refused.stderr
+    assert (
+        "Hint: Upgrade it once" in refused.stderr
+        and "modelbuilder workspace upgrade team-ws" in refused.stderr
+    )
+    upgraded = runner.invoke(app, ["workspace", "upgrade", "team-ws"])
+    assert upgraded.exit_code == 0, upgraded.stderr
+    assert f"from schema revision {STORE_SCHEMA.baseline} to {STORE_SCHEMA.head}" in upgraded.stderr
+    assert runner.invoke(app, ["run", "list", "--workspace", "team-ws"]).exit_code == 0
+    again = runner.invoke(app, ["workspace", "upgrade", "team-ws"])
+    assert f"already at schema revision {STORE_SCHEMA.head}" in again.stderr
