@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Iterator
@@ -13,11 +14,12 @@ import pytest
 from factories import make_image_folder
 from fake_trainer import TARGET
 from modelbuilder.artifacts import LocalArtifactStore
+from modelbuilder.compute import worker as worker_module
 from modelbuilder.compute.job import RunFolders, TrainingJob
 from modelbuilder.compute.outputs import LOG_NAME, OUTPUTS_NAME, RESULT_NAME
 from modelbuilder.compute.worker import DEBUG_LOG_NAME, Worker, load_target, main, run_error
 from modelbuilder.entities import RunError, RunStatus
-from modelbuilder.errors import DatasetError, InvalidParameterError, TrainingError
+from modelbuilder.errors import DatasetError, InvalidParameterError, TrainingError, WorkspaceError
 from modelbuilder.store import SqlAlchemyStore, lifecycle, sqlite_file_url
 from modelbuilder.training.config import TrainingConfig
 
@@ -216,3 +218,23 @@ def test_load_target_and_run_error() -> None:
 
 def test_main_needs_exactly_one_job_file() -> None:
     assert main([]) == 2
+
+
+def test_a_full_disk_fails_the_run_with_a_clear_no_space_error(
+    store: SqlAlchemyStore, tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(*args: Any, **kwargs: Any) -> Any:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/ws/artifacts/r1/bestModel.onnx")
+        except OSError as exc:  # wrapped, as a library may do: the cause still counts
+            raise RuntimeError("export failed") from exc
+
+    monkeypatch.setattr(worker_module, "load_target", lambda target: full_disk)
+    job = _queued_job(store, tmp_path, data)
+    assert _worker(job, store, tmp_path).run() == 1
+    run = store.get_run(job.run_id)
+    assert run.error is not None and run.error.type == "WorkspaceError"
+    assert "No space left on the disk while writing /ws/artifacts/r1/bestModel.onnx" in run.error.message
+    assert f"train --resume {run.id[:12]}" in (run.error.hint or "")
+    assert type(run.error.to_exception()) is WorkspaceError
+    assert not any("Traceback" in line.text for line in store.get_log_lines(run.id))

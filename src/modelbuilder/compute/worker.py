@@ -14,6 +14,7 @@ parent's supervisor or the stale-run reaper (``services.runs.reap_stale_runs``) 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import json
 import logging
@@ -71,9 +72,41 @@ def load_target(target: str) -> Trainer:
 DEBUG_LOG_NAME = "debug.log"
 
 
+#: ``OSError.errno`` values that mean the disk (or the user's quota) is full.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _no_space(exc: BaseException) -> OSError | None:
+    """The "no space left" OSError behind ``exc`` (itself or a cause), or None."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # causes form a short chain; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in _NO_SPACE:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def no_space_error(exc: OSError, run_id: str) -> RunError:
+    """A full disk as an expected error: where, and how to go on (free space, then resume)."""
+    where = f" while writing {exc.filename}" if exc.filename else ""
+    resume = hints.command("train", resume=hints.short_id(run_id))
+    return RunError(
+        "WorkspaceError",
+        f"No space left on the disk{where}: run '{run_id}' could not write its files "
+        f"({exc.strerror or 'no space left on device'}). Nothing half-written was recorded.",
+        "Free space on the disk of the workspace's artifact root (or move the workspace to a bigger disk), "
+        f"then continue the run from its last checkpoint: {resume}",
+    )
+
+
 def run_error(exc: BaseException, run_id: str) -> RunError:
-    """The error a failed run records. Our errors keep their type, message and hint; anything else is a
-    bug, whose hint points at the traceback in the run log."""
+    """The error a failed run records. Our errors keep their type, message and hint; a full disk is a
+    clear WorkspaceError; anything else is a bug, whose hint points at the traceback in the run log."""
+    full = _no_space(exc)
+    if full is not None:
+        return no_space_error(full, run_id)
     error = RunError.from_exception(exc)
     if error.hint is None and not isinstance(exc, ModelBuilderError):
         logs = hints.command("run", "logs", hints.short_id(run_id))
@@ -162,7 +195,7 @@ class Worker:
             result = trainer(config, reporter, work_dir, checkpoint_dir=checkpoint_dir)
             return self._finish(result, time.monotonic() - started)
         except BaseException as exc:
-            if isinstance(exc, ModelBuilderError):
+            if isinstance(exc, ModelBuilderError) or _no_space(exc) is not None:
                 # Expected: the user sees Error/Hint once; the traceback is for whoever debugs it.
                 write_debug_log(self.folders.state_dir / DEBUG_LOG_NAME, exc)
             else:
