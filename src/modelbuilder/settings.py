@@ -11,6 +11,8 @@ Environment variables (all optional):
   portal of another ``MODELBUILDER_HOME``) holds it, the launcher picks a free port instead.
 - ``MODELBUILDER_PORTAL_URL``: the address of a portal you run yourself (behind a proxy, say); "Monitor
   current run" links then use it as given instead of finding or starting a local portal.
+- ``MODELBUILDER_PORTAL_DATA_ROOTS``: folders (separated by ``os.pathsep``) whose data the portal's folder
+  picker may list and train on; ``modelbuilder portal --data-root DIR`` sets it. None by default.
 """
 
 from __future__ import annotations
@@ -84,6 +86,16 @@ def portal_base_url() -> str:
     ``modelbuilder.portal.launcher``, which checks who serves the port.
     """
     return portal_url_override() or f"http://127.0.0.1:{portal_port()}"
+
+
+PORTAL_DATA_ROOTS_ENV = "MODELBUILDER_PORTAL_DATA_ROOTS"
+
+
+def portal_data_roots() -> list[Path]:
+    """The folders the portal's folder picker may read (``MODELBUILDER_PORTAL_DATA_ROOTS``); none by
+    default."""
+    value = os.environ.get(PORTAL_DATA_ROOTS_ENV, "")
+    return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
 
 
 def cache_dir() -> Path:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from .. import settings
-from ..errors import MissingDependencyError
+from ..errors import DatasetError, MissingDependencyError
 from ..portal.launcher import find_portal, free_port, port_is_free
 from ..services.workspaces import resolve_workspace
 from ._common import WorkspaceOption, message
@@ -29,6 +31,14 @@ def portal(
         ),
     ] = None,
     workspace: WorkspaceOption = None,
+    data_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A folder whose sub-folders the portal may list and train on (repeatable). Without it the "
+            "browser can only upload data.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the portal: runs, metrics, logs and artifacts of a workspace, live."""
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
@@ -37,9 +47,18 @@ def portal(
             hint='Install them with: pip install "modelbuilder[portal]"',
         )
     name = resolve_workspace(workspace).name
+    if data_root:
+        for folder in data_root:
+            if not folder.expanduser().is_dir():
+                raise DatasetError(f"The data root {str(folder)!r} is not a folder.",
+                                   hint="Give an existing folder to --data-root.")
+        # Read by the app (settings.portal_data_roots), so the server's signature stays as it is.
+        os.environ[settings.PORTAL_DATA_ROOTS_ENV] = os.pathsep.join(
+            str(folder.expanduser().resolve()) for folder in data_root
+        )
     if port is None:
         port = settings.portal_port()
-        if _is_loopback(host):
+        if _is_loopback(host) and not data_root:  # a running portal would not have these data roots
             running = find_portal()
             if running is not None:
                 # One portal serves every workspace of this home: a second one would only take another port.

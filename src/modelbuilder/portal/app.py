@@ -18,14 +18,17 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from ..names import check_workspace_name
+from ..services.datasets import DEFAULT_LIMITS, UploadLimits
 from ..services.workspaces import Catalog
-from ..settings import DEFAULT_PORTAL_PORT
+from ..settings import DEFAULT_PORTAL_PORT, portal_data_roots
 from .context import PortalState
+from .datasources import WizardState
 from .errors import install_error_handlers
+from .folders import DataRoots
 from .identity import PortalIdentity
 from .results import MAX_UPLOAD_BYTES
 from .routers import catalog as catalog_routes
-from .routers import pages, results, runs
+from .routers import datasets, pages, results, runs
 from .security import BodyLimitMiddleware, HostCheckMiddleware, HostPolicy, SecurityHeadersMiddleware
 
 logger = logging.getLogger(__name__)
@@ -87,6 +90,8 @@ def create_app(
     extra_hosts: Iterable[str] = (),
     catalog: Catalog | None = None,
     identity: PortalIdentity | None = None,
+    data_roots: Iterable[str | Path] | None = None,
+    upload_limits: UploadLimits = DEFAULT_LIMITS,
 ) -> FastAPI:
     """The portal app for ``workspace_name`` as served on ``host``:``port``.
 
@@ -100,6 +105,8 @@ def create_app(
         extra_hosts: more Host names to accept (a reverse proxy's name).
         catalog: the machine's catalog (default: the one under MODELBUILDER_HOME).
         identity: who this portal is, for ``/api/health`` (default: a new one for this process and home).
+        data_roots: folders the folder picker may read (default: ``settings.portal_data_roots()``).
+        upload_limits: what one dataset upload may hold.
 
     Raises:
         InvalidNameError: the workspace name breaks the workspace name rule.
@@ -127,9 +134,11 @@ def create_app(
     app.state.portal = state
     app.state.identity = identity or PortalIdentity.new(workspace_name, host, port)
     app.state.templates = make_templates()
+    roots = DataRoots(portal_data_roots() if data_roots is None else data_roots)
+    app.state.wizard = WizardState(roots, upload_limits)
     install_error_handlers(app, app.state.templates)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")
-    for module in (catalog_routes.router, runs.router, results.router, pages.router):
+    for module in (catalog_routes.router, runs.router, results.router, datasets.router, pages.router):
         app.include_router(module)
     # add_middleware wraps: the last added runs first.
     app.add_middleware(SecurityHeadersMiddleware)
@@ -137,6 +146,8 @@ def create_app(
         BodyLimitMiddleware,
         max_bytes=MAX_UPLOAD_BYTES + _MULTIPART_SLACK,
         describe_limit=f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB per image",
+        larger=[(datasets.UPLOAD_SUFFIX, upload_limits.max_upload_bytes + _MULTIPART_SLACK,
+                 f"{upload_limits.max_upload_bytes // (1024 * 1024)} MB per dataset upload")],
     )
     app.add_middleware(HostCheckMiddleware, policy=policy)
     return app

@@ -207,21 +207,37 @@ def _caused_by_limit(exc: BaseException) -> bool:
 class BodyLimitMiddleware:
     """Refuse request bodies larger than ``max_bytes`` with 413, checking as the body is read."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, describe_limit: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        describe_limit: str,
+        larger: Iterable[tuple[str, int, str]] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.describe_limit = describe_limit
+        # (path suffix, limit, description): dataset uploads may be larger than one image.
+        self.larger = tuple(larger)
 
-    async def _refuse(self, send: Send) -> None:
-        await _send_json(send, 413, error_body(RequestTooLarge(self.describe_limit).detail, UPLOAD_HINT))
+    def _limit(self, path: str) -> tuple[int, str]:
+        for suffix, max_bytes, describe in self.larger:
+            if path.endswith(suffix):
+                return max_bytes, describe
+        return self.max_bytes, self.describe_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, describe_limit = self._limit(scope.get("path", ""))
+
+        async def refuse(send: Send) -> None:
+            await _send_json(send, 413, error_body(RequestTooLarge(describe_limit).detail, UPLOAD_HINT))
+
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+            await refuse(send)
             return
         received = 0
         started = False
@@ -231,8 +247,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise RequestTooLarge(self.describe_limit)
+                if received > max_bytes:
+                    raise RequestTooLarge(describe_limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -246,7 +262,7 @@ class BodyLimitMiddleware:
         except Exception as exc:
             if started or not _caused_by_limit(exc):
                 raise
-            await self._refuse(send)
+            await refuse(send)
 
 
 class SecurityHeadersMiddleware:
