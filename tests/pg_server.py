@@ -83,6 +83,7 @@ class PostgresServer:
         self.folder: Path | None = None
         self._prefix: list[str] = []
         self._databases = 0
+        self._shared_database = ""
 
     @property
     def data_dir(self) -> Path:
@@ -195,18 +196,34 @@ class PostgresServer:
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
-    def create_database(self, prefix: str = "mb") -> str:
-        """A new empty database; returns its SQLAlchemy URL."""
+    def _execute(self, statement: str, database: str = "postgres") -> None:
         import psycopg
 
-        self._databases += 1
-        name = f"{prefix}_{os.getpid()}_{self._databases}_{int(time.time() * 1000) % 100000}"
         with psycopg.connect(
-            host="127.0.0.1", port=self.port, user=SUPERUSER, password=self.password, dbname="postgres",
+            host="127.0.0.1", port=self.port, user=SUPERUSER, password=self.password, dbname=database,
             autocommit=True,
         ) as conn:  # fmt: skip
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(statement)  # type: ignore[arg-type]
+
+    def _new_name(self, prefix: str) -> str:
+        self._databases += 1
+        return f"{prefix}_{os.getpid()}_{self._databases}_{int(time.time() * 1000) % 100000}"
+
+    def create_database(self, prefix: str = "mb") -> str:
+        """A new empty database (about 0.3 s); returns its SQLAlchemy URL."""
+        name = self._new_name(prefix)
+        self._execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def create_schema(self, prefix: str = "ws") -> str:
+        """A new empty schema in the shared test database (well under a millisecond); returns a URL whose
+        connections see only that schema (``search_path``), which to the store is an empty database."""
+        if not self._shared_database:
+            self._shared_database = self.create_database("mb_shared")
+        database = self._shared_database.rsplit("/", 1)[1]
+        name = self._new_name(prefix)
+        self._execute(f'CREATE SCHEMA "{name}"', database)
+        return f"{self._shared_database}?options=-csearch_path%3D{name}"
 
     def stop(self) -> None:
         """Stop the cluster and remove its folder (safe to call twice)."""
@@ -222,7 +239,7 @@ class PostgresServer:
                     "-D",
                     str(folder / "data"),
                     "-m",
-                    "fast",
+                    "immediate",  # the data is thrown away: no shutdown checkpoint to wait for
                 ],
                 capture_output=True,
                 timeout=60,
