@@ -190,3 +190,26 @@ def test_cli_tells_and_runs_the_upgrade_of_an_old_postgresql_workspace(postgres_
     assert runner.invoke(app, ["run", "list", "--workspace", "team-ws"]).exit_code == 0
     again = runner.invoke(app, ["workspace", "upgrade", "team-ws"])
     assert f"already at schema revision {STORE_SCHEMA.head}" in again.stderr
+
+
+def test_a_catalog_of_the_old_schema_is_backed_up_and_upgraded(tmp_path: Path) -> None:
+    from modelbuilder.store import Catalog
+
+    path = tmp_path / "catalog.db"
+    engine = create_store_engine(sqlite_file_url(path))
+    with (
+        engine.begin() as conn
+    ):  # the catalog as modelbuilder 0.1.0 wrote it: baseline tables, schema_version 1
+        command.upgrade(CATALOG_SCHEMA.config(conn), CATALOG_SCHEMA.baseline)
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+        conn.execute(
+            sa.text("CREATE TABLE schema_version (id INTEGER PRIMARY KEY, version INTEGER, updated_at REAL)")
+        )
+        conn.execute(sa.text("INSERT INTO schema_version VALUES (1, 1, 0)"))
+        conn.execute(sa.text("INSERT INTO resource_groups VALUES ('team', 'team', 0)"))
+    engine.dispose()
+    with Catalog(path) as catalog:
+        assert [group.name for group in catalog.list_resource_groups()] == ["team"]
+    assert "schema_version" not in _tables(sqlite_file_url(path))
+    assert _diff(sqlite_file_url(path), CATALOG_SCHEMA) == []
+    assert backup_path(path, CATALOG_SCHEMA.baseline).is_file()
