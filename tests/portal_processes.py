@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from modelbuilder.portal.launcher import free_port, portal_health
+from modelbuilder.portal.launcher import portal_health
 
 START_TIMEOUT_S = 60.0
 
@@ -60,6 +61,12 @@ def start_foreign_portal(home: Path, port: int, workspace: str = "demo-ws") -> F
     process.kill()
     process.wait()
     raise AssertionError(f"the foreign portal did not start: {(home / 'foreign-portal.log').read_text()}")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def stop_pid(pid: int) -> None:

@@ -26,8 +26,7 @@ from modelbuilder import Workspace, settings
 from modelbuilder.cli import app as cli_app
 from modelbuilder.errors import InvalidStateError
 from modelbuilder.portal import ensure_portal
-from modelbuilder.portal.identity import PortalIdentity, record_path, write_record
-from modelbuilder.portal.launcher import find_portal, portal_health
+from modelbuilder.portal.launcher import portal_health
 from modelbuilder.workspace import train
 from portal_processes import ForeignPortal, get, stop_portals_of
 
@@ -137,6 +136,9 @@ def test_two_homes_on_one_machine_each_get_a_working_link_at_once(
 
 
 def test_a_record_of_a_dead_portal_is_forgotten(own_portals: Path) -> None:
+    from modelbuilder.portal.identity import PortalIdentity, record_path, write_record
+    from modelbuilder.portal.launcher import find_portal
+
     code = "import os; print(os.getpid())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     dead_pid = int(done.stdout)
