@@ -60,8 +60,9 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> str:
-    """The URL of a new, empty PostgreSQL database (with the server's password in it)."""
-    return postgres_server.create_database()
+    """The URL of a new, empty PostgreSQL store (with the server's password in it): a schema of its own in
+    one shared database, as the store sees it an empty database (and 1000x faster to make than one)."""
+    return postgres_server.create_schema()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
