@@ -19,7 +19,16 @@ from .checkpoint import CheckpointDir, FinishedTrial
 from .config import TrainingConfig
 from .devices import DeviceStrategy
 from .feature_pass import BackboneParts, calibrate, extract, subsample_stratified, train_limit
-from .plan import EXECUTED, PENDING, DataFacts, Plan, PlannedTrial, apply_estimates, make_plan
+from .plan import (
+    EXECUTED,
+    PENDING,
+    DataFacts,
+    Plan,
+    PlannedTrial,
+    apply_estimates,
+    feature_rate,
+    make_plan,
+)
 from .registry import Trial, get_trial, known_trial_names
 from .reporter import Reporter
 from .trials.base import TrialContext, TrialOutcome
@@ -27,6 +36,9 @@ from .weights import find_weights
 
 if TYPE_CHECKING:
     from .trainer import Clock
+
+#: A feature pass over at least this many images measures the machine's speed for the plan.
+SPEED_SAMPLE = 200
 
 SaveTrial = Callable[[TrialOutcome, list[str], list[ImageItem], CheckpointDir, "Clock"], FinishedTrial]
 
@@ -64,6 +76,7 @@ class Search:
             self.plan = dataclasses.replace(recorded, trials=trials, revision=0, replay=True)
         else:
             self.plan = make_plan(backbone, facts, facts.num_train + facts.num_val, self.config.time_budget)
+            self.plan.device = self.strategy.name
             self.plan.trials = [PlannedTrial(name) for name in self.selected_trials()]
         return self.plan
 
@@ -109,8 +122,11 @@ class Search:
         reporter.log(f"features: {len(items)} images ({computed} computed, {len(items) - computed} from "
                      f"cache) in {seconds:.1f}s{rate}")
         if computed:
-            reporter.metric("feature_images_per_second", computed / max(seconds, 1e-6))
-            plan.feature_rate = round(computed / max(seconds, 1e-6), 1)
+            measured = computed / max(seconds, 1e-6)
+            reporter.metric("feature_images_per_second", measured)
+            plan.feature_rate = round(measured, 1)
+            if computed >= SPEED_SAMPLE and not plan.replay:  # enough images to say how fast we are now
+                plan.speed = round(measured / feature_rate(spec, plan.feature_size), 3)
         plan.feature_seconds = round(seconds, 2)
         return self._trials(plan, parts, arrays, len(train_items), y_train, y_val, val_items)
 

@@ -24,6 +24,7 @@ from ..pipeline.preprocess import preprocess
 from .checkpoint import CheckpointDir, FinishedTrial
 from .config import TrainingConfig, TrainingResult, TrialSummary
 from .devices import DeviceStrategy, default_strategy
+from .feature_pass import subsample_stratified  # re-exported: tests and benchmarks import it from here
 from .finalize import finalize_outputs
 from .onnx_export import check_parity, export_onnx
 from .plan import DataFacts, Plan, choose_backbone
@@ -124,7 +125,7 @@ def save_trial(outcome: TrialOutcome, labels: list[str], val_items: list[ImageIt
     """Export the trial's model, prove ONNX parity on real validation images, and checkpoint it."""
     from ..pipeline.onnx_metadata import onnx_metadata_props
 
-    started = time.monotonic()
+    started = clock.now()
     onnx_file = f"{outcome.name}.onnx"
     path = checkpoints.root / onnx_file
     export_onnx(outcome.model, outcome.preprocessing.crop_size, path,
@@ -135,7 +136,7 @@ def save_trial(outcome: TrialOutcome, labels: list[str], val_items: list[ImageIt
                              outcome.seconds, outcome.preprocessing.to_dict(), outcome.params, onnx_file,
                              f"{outcome.name}.probs.npy", outcome.canceled)
     checkpoints.add(finished, outcome.val_probabilities, clock.elapsed())
-    clock.save_seconds = max(clock.save_seconds, time.monotonic() - started)
+    clock.save_seconds = max(clock.save_seconds, clock.now() - started)
     return finished
 
 
@@ -214,9 +215,5 @@ def run_training(config: TrainingConfig, reporter: Reporter, work_dir: Path, *,
 def _skipped(dataset: Dataset, validation: Dataset | None) -> list[dict[str, str]]:
     issues = dataset.skipped() + (validation.skipped() if validation else [])
     return [{"path": i.path, "kind": i.kind, "message": i.message} for i in issues]
-
-
-# Kept importable from here: benchmarks and tests use it.
-from .feature_pass import subsample_stratified  # noqa: E402
 
 __all__ = ["Clock", "PLAN_FILE", "data_facts", "run_training", "save_trial", "subsample_stratified"]
