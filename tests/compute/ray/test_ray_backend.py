@@ -117,7 +117,7 @@ def test_a_run_trains_as_a_ray_job_and_completes_with_verified_outputs(
 def test_cancel_stops_the_ray_job_and_keeps_the_best_model(
     session: WorkspaceSession, ray_head: RayHead, ray_compute: str, ray_fake_trainer: str, data: Path
 ) -> None:
-    config = fake_config(data, trials=3, epochs=1000, epoch_seconds=0.02)
+    config = fake_config(data, trials=3, epochs=250, epoch_seconds=0.02)  # 5 s a trial
     submission = submit_training(session, config, compute=ray_compute)
     for update in runs.follow_run(session, submission.run.id, submission.worker, timeout=120):
         if any(child.status is RunStatus.COMPLETED for child in update.children):

@@ -10,7 +10,6 @@ import pytest
 
 from factories import make_image_folder
 from modelbuilder.compute.ray.cluster import RayCluster
-from modelbuilder.compute.ray.entrypoint import RayJobSpec
 from modelbuilder.compute.ray.events import digest, split_log
 from modelbuilder.compute.ray.jobs import (
     UPLOAD_LIMIT_BYTES,
@@ -21,6 +20,7 @@ from modelbuilder.compute.ray.jobs import (
     submission_id,
     submit,
 )
+from modelbuilder.compute.ray.jobspec import RayJobSpec
 from modelbuilder.compute.sizes import get_size
 from modelbuilder.errors import ComputeError
 from modelbuilder.training.config import TrainingConfig

@@ -2,9 +2,10 @@
 
 Importing this package registers the ``ray`` backend (``compute.backend`` imports it on first use).
 Modules: ``cluster`` (address, token, dashboard HTTP), ``resources`` (live node resources, can a size
-ever be scheduled), ``jobs`` (one Ray job per run), ``entrypoint`` (the job's side: run events as log
-lines), ``events`` (that line format), ``follow`` (this machine's side: events into the store),
-``backend`` (the plugin). Needs the ``[ray]`` extra: ``pip install "modelbuilder[ray]"``.
+ever be scheduled), ``jobs`` (one Ray job per run), ``jobspec`` (what the job is told), ``entrypoint``
+(the job's side: run events as log lines), ``events`` (that line format), ``follow`` (this machine's
+side: events into the store), ``backend`` (the plugin).
+Needs the ``[ray]`` extra: ``pip install "modelbuilder[ray]"``.
 """
 
 from __future__ import annotations

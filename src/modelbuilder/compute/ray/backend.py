@@ -27,9 +27,9 @@ from ..job import RunFolders, TrainingJob, WorkerRecord
 from ..local import LocalWorkerHandle
 from ..spec import ComputeSpec
 from .cluster import ClusterUnreachableError, RayCluster, check_address_security, is_loopback
-from .entrypoint import RayJobSpec
 from .follow import FOLLOW_FILE, FOLLOWER_RECORD, FollowSpec
 from .jobs import JobState, get_job, stop, submission_id, submit
+from .jobspec import RayJobSpec
 from .resources import cluster_fit_reason
 
 logger = logging.getLogger(__name__)

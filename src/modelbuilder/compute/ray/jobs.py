@@ -21,7 +21,7 @@ from typing import Any
 from ...entities import ComputeSize
 from ...errors import ComputeError
 from .cluster import ClusterUnreachableError, RayCluster
-from .entrypoint import RayJobSpec
+from .jobspec import RayJobSpec
 
 #: Ray keeps runtime_env packages in its GCS, bounded by the gRPC message size (about 100 MiB here).
 UPLOAD_LIMIT_BYTES = 100 * 2**20
