@@ -51,7 +51,8 @@ def test_create_an_errored_compute_and_fix_it(wclient: TestClient, world: Portal
     failed = bad.json()
     assert failed["state"] == "Failed" and "GPU" in failed["error"]
     assert failed["fixes"] and any("delete" in fix for fix in failed["fixes"])
-    again = wclient.post(f"{API}/computes", json={"name": "gpu-1", "size": "Standard_D2s_v3"}, headers=headers)
+    again = wclient.post(f"{API}/computes", json={"name": "gpu-1", "size": "Standard_D2s_v3"},
+                         headers=headers)
     assert again.status_code == 409 and "Failed" in again.json()["error"] and again.json()["hint"]
     assert not wclient.get(f"{API}/compute-names/check", params={"name": "gpu-1"}).json()["ok"]
     # Fix 1: another name. Fix 2: delete the errored one, which frees its name.
