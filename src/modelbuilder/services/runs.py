@@ -101,11 +101,11 @@ def mark_lost(
             _reconcile_artifacts(store, artifacts, run.id)
         except InvalidStateError:
             return None  # it ended while we looked at its files
-    error = lifecycle.lost_error(run.id, detail)
-    store.log_lines(run.id, error.lines())
     ended = lifecycle.mark_lost_if_active(store, run.id, detail)
-    if ended is not None:
-        logger.warning("Run %s marked Failed: %s", run.id, error.message)
+    if ended is not None and ended.error is not None:
+        # Only the reaper that won writes the error to the log: two reapers, one Error/Hint block.
+        store.log_lines(run.id, ended.error.lines())
+        logger.warning("Run %s marked Failed: %s", run.id, ended.error.message)
     return ended
 
 
