@@ -6,15 +6,17 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from portal_fixtures import WORKSPACE, PortalWorld
 
 from fake_trainer import fake_config, use_fake_trainer  # noqa: F401 - a fixture
+from modelbuilder.compute.job import RunFolders, WorkerRecord
 from modelbuilder.portal.context import REAP_INTERVAL_S
 from modelbuilder.services import open_workspace, submit_training
 from modelbuilder.services.training_run import Submission
+from modelbuilder.store import workspace_folder
 
 API = f"/api/workspaces/{WORKSPACE}"
 
@@ -27,7 +29,9 @@ def _wait_for_children(submission: Submission, client: TestClient, timeout: floa
 
 
 def test_a_sigkilled_worker_shows_failed_process_lost_in_the_portal(
-    client: TestClient, world: PortalWorld, use_fake_trainer: str, tmp_path: Path  # noqa: F811
+    client: TestClient,
+    world: PortalWorld,
+    use_fake_trainer: str,  # noqa: F811 - the fixture
 ) -> None:
     with open_workspace(WORKSPACE) as session:
         config = fake_config(world.data_dir, trials=3, epochs=2000, epoch_seconds=0.02)
@@ -57,3 +61,27 @@ def test_a_sigkilled_worker_shows_failed_process_lost_in_the_portal(
     assert children and all(not child["is_active"] for child in children)
     page = client.get(f"/workspaces/{WORKSPACE}/runs/{run_id}").text
     assert "Failed (process lost)" in page
+
+
+def test_a_worker_on_another_host_is_judged_by_its_heartbeat_only(
+    client: TestClient, world: PortalWorld
+) -> None:
+    run_id = world.start_run()
+    # A worker recorded on another host (a shared PostgreSQL workspace): its pid means nothing here.
+    folders = RunFolders(workspace_folder(world.workspace), run_id)
+    folders.state_dir.mkdir(parents=True, exist_ok=True)
+    WorkerRecord(run_id, 2**22 + 12345, host="another-host").save(folders.worker_path)
+    state = client.app.state.portal  # type: ignore[attr-defined]
+    later = time.monotonic() + 3600
+    state.reap(state.session(WORKSPACE), now=later)  # past the throttle: a real reap
+    assert client.get(f"{API}/runs/{run_id}").json()["status"] == "Running", "no false 'process lost'"
+
+    engine = sa.create_engine(world.workspace.store_url)
+    with engine.begin() as conn:  # its heartbeats stopped a minute ago
+        conn.execute(
+            sa.text("UPDATE runs SET heartbeat_at = :t WHERE id = :id"), {"t": time.time() - 60, "id": run_id}
+        )
+    engine.dispose()
+    state.reap(state.session(WORKSPACE), now=later + 3600)
+    shown = client.get(f"{API}/runs/{run_id}").json()
+    assert shown["status_label"] == "Failed (process lost)" and "no heartbeat for 6" in shown["error"], shown

@@ -1,9 +1,11 @@
-"""What one portal server holds: the catalog, one store per workspace, caches, its host policy and token.
+"""What one portal server holds: the catalog, the open workspaces, caches, its host policy and token.
 
-Stores are opened on first use and kept for the server's life (SQLAlchemy pools are thread-safe; FastAPI
-runs our endpoints in a thread pool). Everything expensive to rebuild (parsed evaluations, prediction
-engines, thumbnails) is cached with the file's mtime and size in the key, so a rewritten file is read
-again.
+The portal is a presentation layer over the services, like the CLI: a workspace is opened with
+``services.workspaces.open_session`` on first use and kept for the server's life (SQLAlchemy pools are
+thread-safe; FastAPI runs our endpoints in a thread pool); runs are read, canceled and reaped through
+``services.runs``, so the cancel and lost-run rules are the CLI's own. Everything expensive to rebuild
+(parsed evaluations, prediction engines, thumbnails) is cached with the file's mtime and size in the key,
+so a rewritten file is read again.
 """
 
 from __future__ import annotations
