@@ -359,6 +359,15 @@ def test_openapi_documents_every_api_endpoint(client: TestClient) -> None:
         *(f"{run}/{tail}" for tail in ("children", "metrics", "logs", "log.txt", "cancel", "artifacts")),
         *(f"{run}/{tail}" for tail in ("artifacts/{path}", "evaluation", "evaluation/items", "thumbnail")),
         f"{run}/predict",
+        # The new-run flow (tests/portal/test_wizard_*.py).
+        "/api/data-roots",
+        "/api/data-roots/{index}/folders",
+        "/api/workspaces/{workspace}/datasets",
+        "/api/workspaces/{workspace}/data/preview",
+        "/api/workspaces/{workspace}/data/thumbnail",
+        "/api/workspaces/{workspace}/compute-names/check",
+        "/api/workspaces/{workspace}/train/estimate",
+        "/api/workspaces/{workspace}/train",
     }
     assert paths == expected
     assert all(not p.startswith("/workspaces") for p in paths)  # pages are not part of the API

@@ -138,7 +138,8 @@ def test_file_kinds() -> None:
     assert _classify("Flowers.ConsoleApp.zip")[1] == "code"
     assert _classify("Flowers.Model.zip")[1] == "code"
     assert _classify("sub/Flowers.Model.zip")[1] == "file"
-    assert _classify("logs/run.log")[1] == "log" and _classify("notes.txt") == (7, "file", "notes.txt")
+    assert _classify("Flowers.WebApi.zip")[1] == "code"
+    assert _classify("logs/run.log")[1] == "log" and _classify("notes.txt") == (8, "file", "notes.txt")
 
 
 def test_evaluation_lookups_ignore_malformed_entries() -> None:

@@ -28,7 +28,7 @@ from .folders import DataRoots
 from .identity import PortalIdentity
 from .results import MAX_UPLOAD_BYTES
 from .routers import catalog as catalog_routes
-from .routers import datasets, pages, results, runs, wizard
+from .routers import datasets, pages, results, runs, wizard, wizard_pages
 from .security import BodyLimitMiddleware, HostCheckMiddleware, HostPolicy, SecurityHeadersMiddleware
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def create_app(
     install_error_handlers(app, app.state.templates)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")
     for module in (catalog_routes.router, runs.router, results.router, datasets.router, wizard.router,
-                   pages.router):
+                   wizard_pages.router, pages.router):
         app.include_router(module)
     # add_middleware wraps: the last added runs first.
     app.add_middleware(SecurityHeadersMiddleware)

@@ -42,6 +42,7 @@ _KNOWN_FILES: tuple[tuple[str, str, str], ...] = (
     ("bestModelMap.json", "label_map", "Label map"),
     ("*.Model.zip", "code", "Generated model package (Python)"),
     ("*.ConsoleApp.zip", "code", "Generated console app (Python)"),
+    ("*.WebApi.zip", "code", "Generated Web API (FastAPI)"),
     ("evaluation.json", "evaluation", "Evaluation (JSON)"),
     ("logs/run.log", "log", "Training log"),
 )
