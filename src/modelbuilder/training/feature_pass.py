@@ -61,11 +61,12 @@ class CachedOutputs(nn.Module):
 
 
 def calibrate(plan: Plan, parts: BackboneParts, items: list[ImageItem], reporter: Reporter,
-              tmp: Path) -> Plan:
+              tmp: Path) -> tuple[Plan, bool]:
     """Measure the feature rate on a few images; lower the resolution if the pass would be too slow.
 
     Only when many features are missing from the cache: a second run on the same data keeps its plan.
-    Updates ``parts`` for the new resolution; returns the (new) plan with the measured rate and speed.
+    Updates ``parts`` for the new resolution; returns the (new) plan with the measured rate and speed,
+    and whether it measured.
     """
     spec = get_backbone_spec(plan.backbone)
     cache = feature_cache_for(plan.backbone, parts.weights_id, spec.preprocessing(plan.feature_size),
@@ -73,7 +74,7 @@ def calibrate(plan: Plan, parts: BackboneParts, items: list[ImageItem], reporter
     missing = sum(1 for item in items if item.sha256 not in cache)
     del cache
     if missing < PROBE_MIN_MISSING:
-        return plan
+        return plan, False
     session = ort_session(export_onnx(nn.Sequential(parts.stem, parts.tail), plan.feature_size,
                                       tmp / "probe.onnx"))
     paths = [item.path for item in items[:PROBE_IMAGES + 16]]
@@ -91,7 +92,7 @@ def calibrate(plan: Plan, parts: BackboneParts, items: list[ImageItem], reporter
                                                               replanned.feature_size)
     return replace(plan, feature_size=replanned.feature_size, scratch_pool=replanned.scratch_pool,
                    speed=scale, feature_rate=replanned.feature_rate,
-                   feature_seconds=replanned.feature_seconds)
+                   feature_seconds=replanned.feature_seconds), True
 
 
 def subsample_stratified(items: list[ImageItem], y: np.ndarray, limit: int,

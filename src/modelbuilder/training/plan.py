@@ -98,7 +98,8 @@ class Plan:
     speed: float = 1.0  # measured speed / the backbone's 2-core reference rates
     feature_rate: float = 0.0  # images/s of the feature pass at feature_size (measured when known)
     feature_seconds: float = 0.0  # expected (then measured) seconds of the feature pass
-    train_limit: int | None = None  # training images kept when the feature pass would not fit
+    train_limit: int | None = None  # at most this many training images when the feature pass would not fit
+    train_images: int | None = None  # training images the trials use (after any subsampling)
     trials: list[PlannedTrial] = field(default_factory=list)
     revision: int = 0
     replay: bool = False
@@ -106,6 +107,11 @@ class Plan:
     @property
     def typical_side(self) -> int:
         return self.data.typical_side
+
+    @property
+    def num_train(self) -> int:
+        """Training images the trials see (the data's count unless subsampled)."""
+        return self.train_images if self.train_images is not None else self.data.num_train
 
     def trial(self, name: str) -> PlannedTrial | None:
         return next((t for t in self.trials if t.name == name), None)

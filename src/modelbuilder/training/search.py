@@ -93,9 +93,9 @@ class Search:
         parts = BackboneParts(backbone, stem, tail, stride, weights_id)
         with tempfile.TemporaryDirectory() as tmp:
             if not plan.replay:
-                before = plan.speed
-                plan = self.plan = calibrate(plan, parts, train_items + val_items, reporter, Path(tmp))
-                if plan.speed != before:  # measured: the pass may still be too long for the budget
+                plan, measured = calibrate(plan, parts, train_items + val_items, reporter, Path(tmp))
+                self.plan = plan
+                if measured:  # the pass may still be too long for the budget
                     plan.train_limit = train_limit(plan, len(train_items) + len(val_items), len(val_items),
                                                    len(self.labels), self.clock.left())
             if plan.train_limit is not None and len(train_items) > plan.train_limit:
@@ -105,7 +105,7 @@ class Search:
                              "more --time to use all)")
                 train_items, y_train = subsample_stratified(train_items, y_train, plan.train_limit,
                                                             config.seed)
-            plan.data = dataclasses.replace(plan.data, num_train=len(train_items))
+            plan.train_images = len(train_items)
             needs = self._needs(plan, all_pending=True)
             if not plan.replay:
                 self._replan(plan)
@@ -122,11 +122,11 @@ class Search:
         reporter.log(f"features: {len(items)} images ({computed} computed, {len(items) - computed} from "
                      f"cache) in {seconds:.1f}s{rate}")
         if computed:
-            measured = computed / max(seconds, 1e-6)
-            reporter.metric("feature_images_per_second", measured)
-            plan.feature_rate = round(measured, 1)
+            images_per_second = computed / max(seconds, 1e-6)
+            reporter.metric("feature_images_per_second", images_per_second)
+            plan.feature_rate = round(images_per_second, 1)
             if computed >= SPEED_SAMPLE and not plan.replay:  # enough images to say how fast we are now
-                plan.speed = round(measured / feature_rate(spec, plan.feature_size), 3)
+                plan.speed = round(images_per_second / feature_rate(spec, plan.feature_size), 3)
         plan.feature_seconds = round(seconds, 2)
         return self._trials(plan, parts, arrays, len(train_items), y_train, y_val, val_items)
 

@@ -130,9 +130,9 @@ class LinearTrial:
     needs = frozenset({"features"})
 
     def estimate(self, plan: Plan, time_left: float) -> TrialEstimate:
-        data = plan.data
-        rows = min(data.num_train, 8000) * len(DECAYS) + (data.num_train if data.num_train > 8000 else 0)
-        work = 150 * 2 * rows * get_backbone_spec(plan.backbone).feature_dim * max(2, data.num_labels)
+        n = plan.num_train
+        rows = min(n, 8000) * len(DECAYS) + (n if n > 8000 else 0)
+        work = 150 * 2 * rows * get_backbone_spec(plan.backbone).feature_dim * max(2, plan.data.num_labels)
         seconds = min(TIME_SHARE * plan.budget_s, work / (_LBFGS_RATE * core_factor(plan.cores) * plan.speed))
         return TrialEstimate(weight=0.0, min_seconds=0.0, fixed_seconds=seconds,
                              image_size=plan.feature_size)

@@ -31,7 +31,7 @@ class PartialFinetuneTrial:
     def estimate(self, plan: Plan, time_left: float) -> TrialEstimate | None:
         if plan.feature_rate <= 0:
             return None
-        epoch = TAIL_COST * plan.data.num_train / plan.feature_rate
+        epoch = TAIL_COST * plan.num_train / plan.feature_rate
         # Next to a from-scratch CNN (weight 1) it takes 60% of the time, or 35% when that cannot show
         # it the training set twice: then the CNN makes better use of the time.
         share = 0.6 if 2 * epoch <= 0.6 * time_left else 0.35

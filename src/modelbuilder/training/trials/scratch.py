@@ -53,7 +53,7 @@ class ScratchCNNTrial:
             return None
         size = plan.feature_size // plan.scratch_pool
         rate = _REFERENCE_RATE * (28 / size) ** 2 * core_factor(plan.cores) * plan.speed
-        epoch = (plan.data.num_train + plan.data.num_val / _EVAL_SPEEDUP) / rate
+        epoch = (plan.num_train + plan.data.num_val / _EVAL_SPEEDUP) / rate
         minimum = min(_MAX_MIN_SECONDS, max(_MIN_TRIAL_SECONDS, _MIN_EPOCHS * epoch))
         return TrialEstimate(weight=1.0, min_seconds=minimum, epoch_seconds=epoch, batch_size=BATCH_SIZE,
                              image_size=size)
