@@ -28,6 +28,9 @@ class Trial(Protocol):
         needs: the cached arrays it trains on: ``features`` (pooled backbone features), ``stem``
             (activations of the backbone's frozen stem), ``small`` (the input pooled to the images' own
             size). The feature pass computes the union over the planned trials.
+
+    Optional: ``report_only_outcome = True`` makes the trainer open the trial's child run only when
+    ``run`` returns a model (the ensemble, which may find no combination worth keeping).
     """
 
     name: str
