@@ -68,15 +68,19 @@ class RayHead:
     log_path: Path
 
     def session_pids(self) -> list[int]:
-        """Every live process of the head's session (the head, GCS, raylet, agents, workers, jobs)."""
+        """Every live (not zombie) process of the head's session: head, GCS, raylet, agents, workers, jobs."""
         pids = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
-                if os.getsid(int(entry)) == self.pid:
-                    pids.append(int(entry))
-            except (ProcessLookupError, PermissionError):
+                if os.getsid(int(entry)) != self.pid:
+                    continue
+                # A zombie is dead already (nobody may reap it here: the container's pid 1 may not).
+                if Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+                pids.append(int(entry))
+            except (ProcessLookupError, PermissionError, FileNotFoundError, IndexError):
                 continue
         return pids
 
@@ -101,24 +105,27 @@ class RayHead:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def _get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=5) as response:
+def _get_json(url: str, token: str | None) -> object:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
         return json.loads(response.read())
 
 
-def _ready(address: str) -> bool:
+def _ready(address: str, token: str | None) -> bool:
     """The dashboard answers, the head node is alive, and the Jobs API is up."""
     try:
-        nodes = _get_json(f"{address}/api/v0/nodes?detail=1")
-        _get_json(f"{address}/api/jobs/")
+        nodes = _get_json(f"{address}/api/v0/nodes?detail=1", token)
+        _get_json(f"{address}/api/jobs/", token)
     except (urllib.error.URLError, OSError, ValueError):
         return False
     listed = nodes.get("data", {}).get("result", {}).get("result", []) if isinstance(nodes, dict) else []
     return any(node.get("state") == "ALIVE" for node in listed)
 
 
-def start_ray_head(num_cpus: int = 2, num_gpus: int = 0, root: Path | None = None) -> RayHead:
-    """Start a local head and wait until it accepts jobs.
+def start_ray_head(
+    num_cpus: int = 2, num_gpus: int = 0, root: Path | None = None, token: str | None = None
+) -> RayHead:
+    """Start a local head and wait until it accepts jobs; with ``token``, in Ray's token auth mode.
 
     Raises:
         RayHeadError: ray is not installed, or the head did not come up within ``START_TIMEOUT_S``.
@@ -142,6 +149,8 @@ def start_ray_head(num_cpus: int = 2, num_gpus: int = 0, root: Path | None = Non
     # As in an activated environment: the jobs' `python` is the one that has Ray and modelbuilder's deps.
     path = f"{ray_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, **HEAD_ENV, "PATH": path}
+    if token:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -156,17 +165,15 @@ def start_ray_head(num_cpus: int = 2, num_gpus: int = 0, root: Path | None = Non
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            output = log_path.read_text()[-2000:]
             head.stop()
-            raise RayHeadError(
-                f"ray start exited with code {process.returncode}: {log_path.read_text()[-2000:]}"
-            )
-        if _ready(head.address):
+            raise RayHeadError(f"ray start exited with code {process.returncode}: {output}")
+        if _ready(head.address, token):
             return head
         time.sleep(0.5)
+    output = log_path.read_text()[-2000:]
     head.stop()
-    raise RayHeadError(
-        f"The Ray head did not come up in {START_TIMEOUT_S:.0f} s: {log_path.read_text()[-2000:]}"
-    )
+    raise RayHeadError(f"The Ray head did not come up in {START_TIMEOUT_S:.0f} s: {output}")
 
 
 def listening_sockets(pids: list[int]) -> list[tuple[str, int, int]]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
+
 import pytest
 
 from modelbuilder.compute.ray.cluster import RayCluster, check_address_security
 from modelbuilder.compute.ray.resources import NodeResources, cluster_fit_reason, read_nodes, size_fit_reason
 from modelbuilder.compute.sizes import get_size
 from modelbuilder.errors import InvalidParameterError
-from ray_head import RayHead, free_ports
+from ray_head import RayHead, RayHeadError, free_ports, start_ray_head
 
 ADDRESS = "http://10.0.0.5:8265"
 
@@ -68,7 +71,7 @@ def test_memory_is_checked_with_a_tolerance() -> None:
 def test_plain_network_address_without_token_is_refused(address: str) -> None:
     with pytest.raises(InvalidParameterError, match="without a token") as caught:
         check_address_security("gpu-a", address, token_ref=None)
-    assert "--token-env" in (caught.value.hint or "")
+    assert "RAY_AUTH_TOKEN" in (caught.value.hint or "")
 
 
 @pytest.mark.parametrize(
@@ -89,3 +92,35 @@ def test_token_goes_only_into_the_header(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("MB_TEST_RAY_TOKEN")
     with pytest.raises(InvalidParameterError, match="MB_TEST_RAY_TOKEN, which is not set"):
         cluster.headers()
+
+
+@pytest.fixture(scope="module")
+def token_head() -> Iterator[tuple[RayHead, str]]:
+    token = secrets.token_hex(16)
+    try:
+        head = start_ray_head(num_cpus=1, token=token)
+    except RayHeadError as exc:
+        pytest.fail(f"The token-mode Ray head could not start: {exc}", pytrace=False)
+    yield head, token
+    head.stop()
+
+
+@pytest.mark.slow
+def test_token_mode_head_needs_the_token_which_travels_only_in_the_header(
+    token_head: tuple[RayHead, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    head, token = token_head
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    size = get_size("Standard_F2s_v2")
+    refused = cluster_fit_reason(RayCluster(head.address), size)
+    assert refused == f"The Ray cluster at {head.address} requires a token (HTTP 401); none was given."
+    monkeypatch.setenv("MB_TEST_TOKEN", "wrong-" + token)
+    wrong = cluster_fit_reason(RayCluster(head.address, "MB_TEST_TOKEN"), size)
+    assert wrong is not None and "refused the token in $MB_TEST_TOKEN" in wrong and token not in wrong
+    monkeypatch.setenv("MB_TEST_TOKEN", token)
+    with_token = RayCluster(head.address, "MB_TEST_TOKEN")
+    # Through the token, the answer is about resources: the token head has one CPU.
+    largest = f"the largest node of {head.address} has 1"
+    assert cluster_fit_reason(with_token, size) == f"Standard_F2s_v2 needs 2 vCPUs on one node; {largest}"
+    assert [n.cpus for n in read_nodes(with_token)] == [1.0]
+    assert with_token.job_client().list_jobs() == []

@@ -5,8 +5,8 @@ A ray compute's address is the head's dashboard (``http://host:8265``): the Jobs
 
 Security: a Ray cluster without token auth runs any code anyone sends it. A plain ``http://`` address that
 is not loopback is therefore refused unless the compute names a token (Ray's ``RAY_AUTH_MODE=token``). The
-token itself is never stored: the compute keeps the *name* of the environment variable that holds it
-(``token_ref``), and the token is read from the environment only to build the request header. ``repr`` and
+token itself is never stored: it is read from the environment variable the compute names (``token_ref``)
+or Ray's own ``RAY_AUTH_TOKEN``, only to build the request header. ``repr`` and
 messages never show it.
 """
 
@@ -54,9 +54,9 @@ def check_address_security(compute: str, address: str, token_ref: str | None) ->
     raise InvalidParameterError(
         f"Compute '{compute}' would send training code to {address} over plain {scheme} without a token: "
         "anyone on the network could run code on that cluster.",
-        hint="Start the cluster with RAY_AUTH_MODE=token, put its token in an environment variable "
-        "(export RAY_AUTH_TOKEN=...) and name it with --token-env RAY_AUTH_TOKEN; or reach the head "
-        "through https or an SSH tunnel to 127.0.0.1.",
+        hint="Start the cluster with RAY_AUTH_MODE=token and export its token as RAY_AUTH_TOKEN where "
+        "modelbuilder runs (read from the environment, never stored); or reach the head through https or "
+        "an SSH tunnel to 127.0.0.1.",
     )
 
 
@@ -99,11 +99,17 @@ class RayCluster:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403) and not self.token_ref:
+                raise ClusterUnreachableError(
+                    f"The Ray cluster at {self.address} requires a token (HTTP {exc.code}); none was given.",
+                    hint="export RAY_AUTH_TOKEN=<the cluster's token> (read from the environment, never "
+                    "stored), then run the command again.",
+                ) from None
             if exc.code in (401, 403):
                 raise ClusterUnreachableError(
-                    f"The Ray cluster at {self.address} refused the token (HTTP {exc.code}).",
-                    hint="Check the token in "
-                    + (f"${self.token_ref}." if self.token_ref else "an environment variable (--token-env)."),
+                    f"The Ray cluster at {self.address} refused the token in ${self.token_ref} "
+                    f"(HTTP {exc.code}).",
+                    hint=f"Check the token in ${self.token_ref}.",
                 ) from None
             raise ClusterUnreachableError(
                 f"The Ray dashboard at {self.address} answered HTTP {exc.code} to {path}.",
