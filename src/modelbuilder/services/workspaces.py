@@ -278,8 +278,8 @@ def resolve_workspace(name: str | None = None) -> Workspace:
     if wanted.lower() != default.lower():
         raise WorkspaceNotFoundError(
             f"Workspace '{wanted}' not found on this machine.",
-            hint=f"Create it with: modelbuilder workspace create {wanted}, or list workspaces with: "
-            "modelbuilder workspace list",
+            hint=f"Create it with: {hints.command('workspace', 'create', wanted)}, or list workspaces with: "
+            + hints.command("workspace", "list"),
         )
     logger.info("Creating the default workspace %s", wanted)
     try:
@@ -329,8 +329,8 @@ def _refuse_active_runs(workspace: Workspace, what: str) -> None:
         ids = ", ".join(run.id[:12] for run in active)
         raise InvalidStateError(
             f"Cannot delete {what}: run(s) {ids} in workspace '{workspace.name}' are still active.",
-            hint=f"Cancel them first: modelbuilder run cancel {active[0].id[:12]} --workspace "
-            f"{workspace.name}",
+            hint="Cancel them first: "
+            + hints.command("run", "cancel", hints.short_id(active[0].id), workspace=workspace.name),
         )
 
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from .. import settings
+from .. import hints, settings
 from ..entities import ResourceGroup, Workspace
 from ..errors import AlreadyExistsError, ResourceGroupNotFoundError, WorkspaceNotFoundError
 from ..names import check_resource_group_name, check_workspace_name
@@ -195,7 +195,7 @@ class Catalog:
         if found is None:
             raise ResourceGroupNotFoundError(
                 f"Resource group '{name}' not found.",
-                hint="List resource groups with: modelbuilder resource-group list",
+                hint="List resource groups with: " + hints.command("resource-group", "list"),
             )
         return found
 
@@ -219,7 +219,7 @@ class Catalog:
             if group is None:
                 raise ResourceGroupNotFoundError(
                     f"Resource group '{name}' not found.",
-                    hint="List resource groups with: modelbuilder resource-group list",
+                    hint="List resource groups with: " + hints.command("resource-group", "list"),
                 )
             key = name.lower()
             held = [
@@ -284,7 +284,7 @@ class Catalog:
                     f"Workspace '{existing.name}' already exists "
                     f"(resource group '{existing.resource_group}', region '{existing.region}').",
                     hint=f"Use it with --workspace {existing.name}, choose another name, or delete it first: "
-                    f"modelbuilder workspace delete {existing.name}",
+                    + hints.command("workspace", "delete", existing.name),
                 )
             group = self._find_group(conn, resource_group) or self._insert_group(conn, resource_group)
             conn.execute(
@@ -330,8 +330,8 @@ class Catalog:
         if found is None:
             raise WorkspaceNotFoundError(
                 f"Workspace '{name}' not found on this machine.",
-                hint=f"Create it with: modelbuilder workspace create {name}, or list workspaces with: "
-                "modelbuilder workspace list",
+                hint=f"Create it with: {hints.command('workspace', 'create', name)}, or list workspaces "
+                "with: " + hints.command("workspace", "list"),
             )
         return found
 
@@ -354,7 +354,7 @@ class Catalog:
             if found is None:
                 raise WorkspaceNotFoundError(
                     f"Workspace '{name}' not found on this machine.",
-                    hint="List workspaces with: modelbuilder workspace list",
+                    hint="List workspaces with: " + hints.command("workspace", "list"),
                 )
             conn.execute(sa.delete(workspaces).where(workspaces.c.name_key == name.lower()))
             return found
