@@ -23,7 +23,7 @@ from modelbuilder.compute.job import WorkerRecord
 from modelbuilder.compute.ray.cluster import RayCluster
 from modelbuilder.compute.ray.events import split_log
 from modelbuilder.compute.ray.follow import FOLLOWER_RECORD
-from modelbuilder.compute.ray.jobs import FORWARD_ENV, job_logs
+from modelbuilder.compute.ray.jobs import FORWARD_ENV, job_logs, submission_id
 from modelbuilder.entities import RunStatus
 from modelbuilder.services import open_workspace, runs, submit_training
 from modelbuilder.services.workspaces import WorkspaceSession
@@ -149,3 +149,28 @@ def session_ray(cpu_ray: str) -> tuple[WorkspaceSession, str]:
     opened = open_workspace()
     yield opened, cpu_ray
     opened.close()
+
+
+def test_a_job_the_cluster_forgot_fails_the_run_with_that_reason(
+    session_ray: tuple[WorkspaceSession, str], data: Path, ray_head: RayHead
+) -> None:
+    session, compute = session_ray
+    submission = submit_training(
+        session, fake_config(data, trials=2, epochs=200, epoch_seconds=0.05), compute=compute
+    )
+    run_id = submission.run.id
+    _wait_for_trials()
+    record = WorkerRecord.find(session.folder / "workers" / run_id / FOLLOWER_RECORD)
+    assert record is not None
+    os.kill(record.pid, signal.SIGKILL)
+    client = RayCluster(ray_head.address).job_client()
+    client.stop_job(submission_id(run_id))
+    deadline = time.monotonic() + 60
+    while not client.get_job_status(submission_id(run_id)).is_terminal() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.delete_job(submission_id(run_id))  # as after a cluster restart: the job is gone
+    reaped = runs.reap_lost_runs(session)
+    assert [run.id for run in reaped] == [run_id]
+    error = session.store.get_run(run_id).error
+    assert error is not None
+    assert f"the Ray cluster no longer knows Ray job {submission_id(run_id)}" in error.message

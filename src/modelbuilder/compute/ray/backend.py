@@ -92,7 +92,11 @@ class RayWorkerHandle(WorkerHandle):
             if worker_state.is_final and self.follower_alive():
                 # The job ended; the follower is still recording its outputs: not over yet.
                 worker_state = WorkerState.RUNNING
-            detail = f"{self.describe()} is {state.value}" + (f": {message}" if message else "")
+            if state is JobState.UNKNOWN:
+                forgotten = "(it restarted, or the job was deleted)"
+                detail = f"the Ray cluster no longer knows {self.describe()} {forgotten}"
+            else:
+                detail = f"{self.describe()} is {state.value}" + (f": {message}" if message else "")
             status = WorkerStatus(worker_state, detail)
         self._cached = (now, status)
         return status
