@@ -13,7 +13,14 @@ import sqlalchemy as sa
 from alembic import command
 
 from modelbuilder.errors import SchemaVersionError
-from modelbuilder.store import CATALOG_SCHEMA, STORE_SCHEMA, SqlAlchemyStore, sqlite_file_url, upgrade_store
+from modelbuilder.store import (
+    CATALOG_SCHEMA,
+    STORE_SCHEMA,
+    Catalog,
+    SqlAlchemyStore,
+    sqlite_file_url,
+    upgrade_store,
+)
 from modelbuilder.store.engine import create_store_engine
 from modelbuilder.store.migrations import backup_path, compare_with_metadata
 
@@ -145,22 +152,25 @@ def test_a_postgresql_workspace_of_a_newer_version_is_refused(postgres_url: str)
         assert "pip install -U modelbuilder" in (info.value.hint or "")
 
 
-def test_processes_creating_one_new_postgresql_store_at_once_all_succeed(postgres_url: str) -> None:
+def test_threads_creating_one_new_store_at_once_all_succeed(store_url: str | None, tmp_path: Path) -> None:
+    url = store_url or sqlite_file_url(tmp_path / "workspace.db")
     errors: list[BaseException] = []
 
-    def open_once() -> None:
+    def open_once(index: int) -> None:
         try:
-            SqlAlchemyStore(postgres_url).close()
+            if index % 2:  # a catalog migrating at the same time, in the same process (one alembic context)
+                Catalog(tmp_path / f"catalog-{index}.db").close()
+            SqlAlchemyStore(url).close()
         except BaseException as exc:  # collected: the assertion below shows them
             errors.append(exc)
 
-    threads = [threading.Thread(target=open_once) for _ in range(4)]
+    threads = [threading.Thread(target=open_once, args=(i,)) for i in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
     assert errors == []
-    assert _diff(postgres_url, STORE_SCHEMA) == []
+    assert _diff(url, STORE_SCHEMA) == []
 
 
 def test_cli_tells_and_runs_the_upgrade_of_an_old_postgresql_workspace(postgres_url: str) -> None:

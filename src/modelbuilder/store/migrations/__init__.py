@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +48,9 @@ LEGACY_VERSION_TABLE = "schema_version"
 LEGACY_VERSION = 1
 #: Key of the PostgreSQL advisory lock that serialises schema changes of one database.
 _ADVISORY_LOCK_KEY = 0x6D62_5343  # "mbSC"
+#: Alembic's ``context`` and ``op`` are one global per process: two threads must not migrate at once (say,
+#: the portal opening a new workspace while it upgrades the catalog).
+_ALEMBIC_TURNS = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -173,9 +177,6 @@ def ensure_schema(
         if current.revision == spec.head and not current.legacy:
             return
         config = spec.config(conn)
-        if current.legacy:
-            conn.execute(sa.text(f"DROP TABLE {LEGACY_VERSION_TABLE}"))
-            command.stamp(config, spec.baseline)
         logger.info(
             "Upgrading the %s of %s from revision %s to %s",
             spec.kind,
@@ -183,7 +184,11 @@ def ensure_schema(
             current.revision or "(empty)",
             spec.head,
         )
-        command.upgrade(config, spec.head)
+        with _ALEMBIC_TURNS:
+            if current.legacy:
+                conn.execute(sa.text(f"DROP TABLE {LEGACY_VERSION_TABLE}"))
+                command.stamp(config, spec.baseline)
+            command.upgrade(config, spec.head)
 
     runner.write(migrate)
     return state.revision or ""
