@@ -121,10 +121,6 @@ class Schedule:
         self._next_update = step + max(8, min(step, horizon // 20))
 
 
-def pick_device() -> torch.device:
-    return default_strategy().device
-
-
 @torch.no_grad()
 def predict_probabilities(model: nn.Module, x: torch.Tensor, to_input: Batch, batch_size: int = 256,
                           strategy: DeviceStrategy | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -105,10 +105,6 @@ class Plan:
     replay: bool = False
 
     @property
-    def typical_side(self) -> int:
-        return self.data.typical_side
-
-    @property
     def num_train(self) -> int:
         """Training images the trials see (the data's count unless subsampled)."""
         return self.train_images if self.train_images is not None else self.data.num_train
