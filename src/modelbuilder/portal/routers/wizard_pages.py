@@ -16,6 +16,7 @@ from ...codegen.snippets import consume_snippets
 from ...errors import ArtifactNotFoundError
 from ...hints import command, short_id
 from ...services import computes as compute_service
+from ...training.backbone_spec import list_backbones
 from ..context import PortalState, get_state
 from ..queries import get_run_detail
 from ..results import list_run_files
@@ -62,6 +63,7 @@ def new_run_page(workspace: str, request: Request, state: State, wizard: Wizard)
             "roots": [{"index": i, "path": str(p)} for i, p in enumerate(wizard.roots.roots)],
             "not_offered": NOT_OFFERED,
             "name_pattern": COMPUTE_NAME_PATTERN,
+            "backbones": ["auto", *list_backbones()],
             "limits": wizard.limits,
             "data_root_command": command("portal", data_root="DIR"),
             "title": "New run",

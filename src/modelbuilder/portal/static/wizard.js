@@ -249,8 +249,10 @@
     async function estimate() {
       if (!source) return;
       const budget = document.getElementById("time-budget").value;
+      const architecture = document.getElementById("architecture").value;
       try {
-        const e = await window.mb.getJSON(api + "/train/estimate?source=" + encodeURIComponent(source) + "&time_budget=" + encodeURIComponent(budget));
+        const e = await window.mb.getJSON(api + "/train/estimate?source=" + encodeURIComponent(source) + "&time_budget=" + encodeURIComponent(budget) +
+          "&architecture=" + encodeURIComponent(architecture));
         const rows = e.trials.map((t) => el("tr", { class: "trial-" + t.status }, [
           el("td", { text: t.name }), el("td", { text: t.status }),
           el("td", { class: "num", text: t.status === "planned" ? window.mb.duration(t.budget_s) : "–" }),
@@ -258,7 +260,7 @@
         ]));
         const band = e.accuracy_low === null ? "no prediction" :
           window.mb.percent(e.accuracy_low) + " – " + window.mb.percent(e.accuracy_high);
-        estimateBox.replaceChildren(
+        estimateBox.replaceChildren(...[
           el("p", { class: "estimate-features", text: e.images + " images will be featurized by " + e.backbone + " at " +
             e.resolution + " px, in about " + window.mb.duration(e.feature_seconds) + " of the " + window.mb.duration(e.budget_s) + "." }),
           el("table", { class: "data" }, [el("thead", {}, [el("tr", {}, [el("th", { text: "Trial" }), el("th", { text: "Plan" }),
@@ -266,17 +268,19 @@
           e.trials_note ? el("p", { class: "small muted", text: e.trials_note }) : null,
           el("p", { class: "estimate-accuracy" }, [el("strong", { text: "Predicted accuracy: " + band + ". " }),
             el("span", { class: "small muted", text: e.accuracy_method })]),
-        );
+        ].filter(Boolean));
       } catch (err) { showMessage(estimateBox, err); }
     }
     document.getElementById("estimate-button").addEventListener("click", estimate);
     document.getElementById("time-budget").addEventListener("change", estimate);
+    document.getElementById("architecture").addEventListener("change", estimate);
     document.getElementById("start-button").addEventListener("click", async function () {
       const compute = document.querySelector("input[name=compute]:checked");
       const bad = document.querySelector("input[name=on_bad_image]:checked");
       const body = {
         source, compute: compute ? compute.value : "local", on_bad_image: bad ? bad.value : "skip",
         time_budget: Number(document.getElementById("time-budget").value),
+        architecture: document.getElementById("architecture").value,
       };
       const button = this;
       button.disabled = true;
