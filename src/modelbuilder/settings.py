@@ -13,6 +13,9 @@ Environment variables (all optional):
   current run" links then use it as given instead of finding or starting a local portal.
 - ``MODELBUILDER_PORTAL_DATA_ROOTS``: folders (separated by ``os.pathsep``) whose data the portal's folder
   picker may list and train on; ``modelbuilder portal --data-root DIR`` sets it. None by default.
+- ``MODELBUILDER_PORTAL_TOKEN``: an access token the portal requires from every request (a bearer header,
+  or a cookie set by opening any page once with ``?access_token=TOKEN``) when it listens on an address other
+  machines can reach (``--host``); such a portal does not start without it.
 """
 
 from __future__ import annotations
@@ -96,6 +99,14 @@ def portal_data_roots() -> list[Path]:
     default."""
     value = os.environ.get(PORTAL_DATA_ROOTS_ENV, "")
     return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
+
+
+PORTAL_TOKEN_ENV = "MODELBUILDER_PORTAL_TOKEN"
+
+
+def portal_access_token() -> str | None:
+    """The portal's access token (``MODELBUILDER_PORTAL_TOKEN``), or None when it has none."""
+    return os.environ.get(PORTAL_TOKEN_ENV, "").strip() or None
 
 
 def cache_dir() -> Path:

@@ -127,6 +127,7 @@ def test_serve_warns_when_not_on_loopback(
     seen = {}
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **k: seen.update(host=self.config.host))
     port = free_port()
+    monkeypatch.setenv("MODELBUILDER_PORTAL_TOKEN", "a-long-enough-access-token")  # required off loopback
     serve(WORKSPACE, host="0.0.0.0", port=port)
     assert seen == {"host": "0.0.0.0"}
     captured = capsys.readouterr()

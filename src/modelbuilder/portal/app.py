@@ -17,10 +17,11 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from ..errors import InvalidParameterError, InvalidStateError
 from ..names import check_workspace_name
 from ..services.datasets import DEFAULT_LIMITS, UploadLimits
 from ..services.workspaces import Catalog
-from ..settings import DEFAULT_PORTAL_PORT, portal_data_roots
+from ..settings import DEFAULT_PORTAL_PORT, PORTAL_TOKEN_ENV, portal_access_token, portal_data_roots
 from .context import PortalState
 from .datasources import WizardState
 from .errors import install_error_handlers
@@ -29,7 +30,15 @@ from .identity import PortalIdentity
 from .results import MAX_UPLOAD_BYTES
 from .routers import catalog as catalog_routes
 from .routers import datasets, pages, results, runs, wizard, wizard_pages
-from .security import BodyLimitMiddleware, HostCheckMiddleware, HostPolicy, SecurityHeadersMiddleware
+from .security import (
+    MIN_ACCESS_TOKEN_LENGTH,
+    AccessTokenMiddleware,
+    BodyLimitMiddleware,
+    HostCheckMiddleware,
+    HostPolicy,
+    SecurityHeadersMiddleware,
+    is_loopback,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +101,7 @@ def create_app(
     identity: PortalIdentity | None = None,
     data_roots: Iterable[str | Path] | None = None,
     upload_limits: UploadLimits = DEFAULT_LIMITS,
+    access_token: str | None = None,
 ) -> FastAPI:
     """The portal app for ``workspace_name`` as served on ``host``:``port``.
 
@@ -107,11 +117,20 @@ def create_app(
         identity: who this portal is, for ``/api/health`` (default: a new one for this process and home).
         data_roots: folders the folder picker may read (default: ``settings.portal_data_roots()``).
         upload_limits: what one dataset upload may hold.
+        access_token: a token every request must carry (default: ``MODELBUILDER_PORTAL_TOKEN`` when ``host``
+            is not a loopback address, where a token is required: the portal starts training and stores
+            uploads).
 
     Raises:
         InvalidNameError: the workspace name breaks the workspace name rule.
+        InvalidStateError: ``host`` is reachable from other machines and there is no access token.
+        InvalidParameterError: the access token is too short to be safe.
     """
     check_workspace_name(workspace_name)
+    # The environment's token guards portals that other machines can reach; a loopback portal (the one
+    # `modelbuilder train` starts for its "Monitor current run" link) stays open to this machine's browser.
+    token = access_token if access_token is not None else None if is_loopback(host) else portal_access_token()
+    _check_access(host, token)
     policy = HostPolicy(host, port, extra_hosts)
     state = PortalState(workspace_name, policy, catalog)
     if state.catalog.find_workspace(workspace_name) is None:
@@ -150,5 +169,26 @@ def create_app(
         larger=[(datasets.UPLOAD_SUFFIX, upload_limits.max_upload_bytes + _MULTIPART_SLACK,
                  f"{upload_limits.max_upload_bytes // (1024 * 1024)} MB per dataset upload")],
     )
+    if token:
+        app.add_middleware(AccessTokenMiddleware, token=token)
     app.add_middleware(HostCheckMiddleware, policy=policy)
     return app
+
+
+def _check_access(host: str, token: str | None) -> None:
+    """A portal other machines can reach starts runs and takes uploads: it needs an access token."""
+    if token is not None and len(token) < MIN_ACCESS_TOKEN_LENGTH:
+        raise InvalidParameterError(
+            f"The portal's access token has {len(token)} characters; it needs at least "
+            f"{MIN_ACCESS_TOKEN_LENGTH}.",
+            hint=f"Set {PORTAL_TOKEN_ENV} to a long random value, e.g. the output of: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
+    if token is None and not is_loopback(host):
+        raise InvalidStateError(
+            f"The portal would listen on {host}, where other machines can reach it, without an access "
+            "token; it can start training runs and store uploads, so it refuses.",
+            hint=f"Set {PORTAL_TOKEN_ENV} to a long random secret (python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))') and open the portal with ?access_token=SECRET, or keep "
+            "--host 127.0.0.1 (the default).",
+        )

@@ -8,6 +8,8 @@
   random token that every page embeds (``X-CSRF-Token`` header).
 - ``BodyLimitMiddleware``: request bodies above a limit are refused with 413 while they are read, whether
   or not they declare a Content-Length.
+- ``AccessTokenMiddleware``: with an access token (required when the portal listens beyond loopback),
+  every request must carry it (bearer header, or the cookie that ``?access_token=`` sets).
 - ``SecurityHeadersMiddleware``: a strict Content-Security-Policy (our own scripts and styles only), no
   framing, no MIME sniffing.
 """
@@ -20,7 +22,8 @@ import json
 import secrets
 import socket
 from collections.abc import Iterable
-from urllib.parse import urlsplit
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from fastapi import Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -323,3 +326,67 @@ def check_same_origin(request: Request, policy: HostPolicy, token: str) -> None:
             else "This request carries a security token that this portal did not issue.",
             hint="Reload the page (the portal may have been restarted) and try again.",
         )
+
+
+ACCESS_COOKIE = "mb_portal_access"
+ACCESS_QUERY = "access_token"
+#: Shorter tokens can be guessed by anyone who can reach the port.
+MIN_ACCESS_TOKEN_LENGTH = 16
+
+
+def _without_access_query(scope: Scope) -> str:
+    raw = scope.get("query_string", b"").decode("latin-1")
+    query = [(k, v) for k, v in parse_qsl(raw, keep_blank_values=True) if k != ACCESS_QUERY]
+    path = str(scope.get("path", "/"))
+    return path + (f"?{urlencode(query)}" if query else "")
+
+
+class AccessTokenMiddleware:
+    """Require the portal's access token on every request (a portal other machines can reach).
+
+    Accepted: ``Authorization: Bearer TOKEN`` (scripts), or the ``mb_portal_access`` cookie, which a page
+    opened once with ``?access_token=TOKEN`` sets (HttpOnly, SameSite=Strict) before redirecting to the
+    address without the token. Anything else is 401 with the way in. State-changing requests still need
+    the same-origin check and the page's CSRF token on top.
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    def _matches(self, value: str | None) -> bool:
+        return bool(value) and hmac.compare_digest(str(value).encode(), self.token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        authorization = _header(scope, b"authorization") or ""
+        if authorization.lower().startswith("bearer ") and self._matches(authorization[7:].strip()):
+            await self.app(scope, receive, send)
+            return
+        cookies: SimpleCookie = SimpleCookie()
+        try:
+            cookies.load(_header(scope, b"cookie") or "")
+        except CookieError:  # a malformed Cookie header is simply no cookie
+            cookies = SimpleCookie()
+        if ACCESS_COOKIE in cookies and self._matches(cookies[ACCESS_COOKIE].value):
+            await self.app(scope, receive, send)
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        given = query.get(ACCESS_QUERY, [None])[0]
+        if scope["type"] == "http" and scope.get("method") == "GET" and self._matches(given):
+            cookie = f"{ACCESS_COOKIE}={self.token.decode()}; Path=/; HttpOnly; SameSite=Strict"
+            await send({"type": "http.response.start", "status": 303, "headers": [
+                (b"location", _without_access_query(scope).encode("latin-1")),
+                (b"set-cookie", cookie.encode("latin-1")), (b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await _send_json(send, 401, error_body(
+            "This portal needs its access token." if not given else "This access token is not the portal's.",
+            f"Open the portal once with ?{ACCESS_QUERY}=TOKEN (the value of MODELBUILDER_PORTAL_TOKEN where "
+            "it was started), or send the header 'Authorization: Bearer TOKEN'.",
+        ))
