@@ -96,3 +96,18 @@ def test_a_canceled_run_resumes_as_a_new_run_and_stays_canceled(
     with pytest.raises(InvalidStateError, match="is Canceled; it cannot be started") as info:
         lifecycle.start(session.store, canceled.id)  # ... and cannot be restarted in place
     assert f"train --resume {canceled.id[:12]}" in (info.value.hint or "")
+
+
+def test_a_lost_run_keeps_its_recorded_artifacts_and_loses_its_temp_files(session: WorkspaceSession) -> None:
+    experiment = session.store.get_or_create_experiment("exp-1")
+    run = session.store.create_run(experiment.id, compute="local")
+    lifecycle.queue(session.store, run.id)
+    lifecycle.start(session.store, run.id)
+    kept = session.artifacts.put_bytes(run.id, b"model", "bestModel.onnx")
+    session.store.log_artifact(run.id, kept.path, kept.size, kept.sha256)
+    half = session.artifacts.run_dir(run.id) / ".MLModel.zip.abc123.tmp"  # a write the kill cut short
+    half.write_bytes(b"partial")
+    assert runs.mark_lost(session.store, run.id, "worker pid 1 is gone", session.artifacts) is not None
+    assert not half.exists()
+    assert session.artifacts.find_mismatches(run.id, session.store.list_artifacts(run.id)) == []
+    assert [a.path for a in session.store.list_artifacts(run.id)] == ["bestModel.onnx"]

@@ -14,6 +14,7 @@ never has a half-written artifact on record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import hints
-from ..artifacts.local import ArtifactStore
+from ..artifacts.local import ArtifactStore, LocalArtifactStore
 from ..compute.backend import WorkerHandle, get_backend
 from ..compute.outputs import RESULT_NAME, materialize_outputs, result_from_dict
 from ..compute.spec import ComputeSpec
@@ -87,12 +88,25 @@ def _reconcile_artifacts(store: MetadataStore, artifacts: ArtifactStore, run_id:
         logger.info("Re-recorded artifact %s of lost run %s", name, run_id)
 
 
+def _remove_temp_files(artifacts: LocalArtifactStore, run_id: str) -> None:
+    """Remove the temp files a lost run's worker left mid-write (never listed, never recorded; nobody will
+    finish them now)."""
+    folder = artifacts.run_dir(run_id)
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for path in folder.rglob(".*.tmp"):
+        if path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                logger.info("Removed %s, left half-written by the lost worker of run %s", path.name, run_id)
+
+
 def mark_lost(
     store: MetadataStore, run_id: str, detail: str, artifacts: ArtifactStore | None = None
 ) -> Run | None:
     """End an active run ``Failed`` with ``process lost: <detail>`` (and its active trials); None if it
     ended meanwhile (its worker, or another reaper, got there first). With the artifact store, the run's
-    artifact records are reconciled first."""
+    artifact records are reconciled first, and the temp files its worker left mid-write removed after."""
     run = store.get_run(run_id)
     if run.status.is_terminal:
         return None
@@ -102,6 +116,8 @@ def mark_lost(
         except InvalidStateError:
             return None  # it ended while we looked at its files
     ended = lifecycle.mark_lost_if_active(store, run.id, detail)
+    if ended is not None and isinstance(artifacts, LocalArtifactStore):
+        _remove_temp_files(artifacts, run.id)
     if ended is not None and ended.error is not None:
         # Only the reaper that won writes the error to the log: two reapers, one Error/Hint block.
         store.log_lines(run.id, ended.error.lines())
