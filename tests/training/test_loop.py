@@ -77,3 +77,14 @@ def test_data_parallel_over_one_worker_trains_like_the_loop_expects() -> None:
         dist.destroy_process_group()
     assert result.steps == 12 and 0 <= result.val_accuracy <= 1
     assert not any(key.startswith("module.") for key in result.best_state)  # the unwrapped model's state
+
+
+def test_data_parallel_shards_are_equal_and_disjoint() -> None:
+    order = torch.randperm(11)
+    shards = []
+    for rank in range(3):
+        strategy = object.__new__(DataParallelStrategy)  # the sharding rule, without a process group
+        strategy.rank, strategy.world_size = rank, 3
+        shards.append(strategy.shard(order))
+    assert [len(s) for s in shards] == [3, 3, 3]  # equal: every worker takes the same batches
+    assert len(set(torch.cat(shards).tolist())) == 9

@@ -62,6 +62,11 @@ class DeviceStrategy:
         """Sum of ``value`` over the workers (metrics of a data-parallel epoch)."""
         return value
 
+    def reduce_max(self, value: float) -> float:
+        """The largest ``value`` over the workers. The loop passes its clock and its stop flag through
+        this, so that every worker stops at the same step and follows the same schedule."""
+        return value
+
     def release(self, model: nn.Module) -> nn.Module:
         """Back to the CPU in the default layout, ready to export."""
         return model.to(memory_format=torch.contiguous_format).to("cpu")  # type: ignore[call-overload]
@@ -99,7 +104,9 @@ class DataParallelStrategy(DeviceStrategy):
 
     ``inner`` is the per-worker device strategy (CPU or CUDA). The torch.distributed process group must
     be initialised before the loop starts (the compute backend does it: rank, world size, rendezvous).
-    Every worker must be given the same seed so that all draw the same epoch order before sharding.
+    Every worker must be given the same seed so that all draw the same epoch order before sharding; the
+    loop agrees on the clock and on cancellation through ``reduce_max``, so all workers take the same
+    steps with the same learning rates. Reporting and exporting are the caller's to do on rank 0 only.
     """
 
     name = "data_parallel"
@@ -132,7 +139,9 @@ class DataParallelStrategy(DeviceStrategy):
         self.inner.step(loss, optimizer)
 
     def shard(self, order: torch.Tensor) -> torch.Tensor:
-        return order[self.rank::self.world_size]
+        # Equal shards (the remainder is left out of this epoch), so every worker takes the same batches.
+        usable = len(order) - len(order) % self.world_size
+        return order[self.rank:usable:self.world_size]
 
     def reduce_sum(self, value: float) -> float:
         import torch.distributed as dist
@@ -140,6 +149,13 @@ class DataParallelStrategy(DeviceStrategy):
         total = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(total)
         return float(total.item())
+
+    def reduce_max(self, value: float) -> float:
+        import torch.distributed as dist
+
+        largest = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+        return float(largest.item())
 
 
 def default_strategy() -> DeviceStrategy:

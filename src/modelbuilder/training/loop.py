@@ -199,11 +199,11 @@ def fit_classifier(model: nn.Module, data: LoopData, config: LoopConfig, reporte
         total_loss, correct, seen = 0.0, 0.0, 0
         out_of_time = False
         for batch in range(steps_per_epoch):
-            elapsed = time.monotonic() - start
+            elapsed = strategy.reduce_max(time.monotonic() - start)
             if elapsed >= config.budget_s or (config.max_steps is not None and steps >= config.max_steps):
                 out_of_time = True
                 break
-            if reporter.should_stop():
+            if strategy.reduce_max(float(reporter.should_stop())):
                 canceled = True
                 break
             idx = order[batch * config.batch_size:(batch + 1) * config.batch_size]
