@@ -14,7 +14,9 @@ from fake_trainer import fake_config, use_fake_trainer  # noqa: F401 - a fixture
 from modelbuilder.compute import ComputeSpec
 from modelbuilder.compute.ray.cluster import RayCluster
 from modelbuilder.compute.ray.events import split_log
-from modelbuilder.compute.ray.jobs import JobState, get_job, job_logs, submission_id
+from modelbuilder.compute.ray.jobs import JobState, get_job, job_logs, submission_id, submit
+from modelbuilder.compute.ray.jobspec import RayJobSpec
+from modelbuilder.compute.sizes import get_size
 from modelbuilder.entities import ProvisioningState, RunStatus
 from modelbuilder.errors import ComputeExistsError, InvalidParameterError
 from modelbuilder.services import open_workspace, runs, submit_training
@@ -98,6 +100,12 @@ def test_a_run_trains_as_a_ray_job_and_completes_with_verified_outputs(
     # final metrics at the last step, as on the local backend).
     client = RayCluster(ray_head.address).job_client()
     events = [e for e, _ in split_log(job_logs(client, run_id)) if e is not None]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))  # every line arrived, once
+    assert events[0].kind == "started" and events[-1].kind == "result"
+    # Submitting the run's job again finds it instead of starting a second one.
+    spec = RayJobSpec(run_id=run_id, config={}, target="none:none")
+    assert submit(RayCluster(ray_head.address), spec, get_size("Standard_F2s_v2")) == submission_id(run_id)
+    assert [j.submission_id for j in client.list_jobs()].count(submission_id(run_id)) == 1
     for child in children:
         trial = child.name
         expected = Counter(e.data["key"] for e in events if e.kind == "metric" and e.data["trial"] == trial)
