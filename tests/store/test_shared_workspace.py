@@ -50,7 +50,9 @@ def test_two_homes_share_one_postgresql_workspace(
     assert password in postgres_url
     alice = Home(tmp_path / "home-alice", monkeypatch, password)
     bob = Home(tmp_path / "home-bob", monkeypatch, password)
-    shared = tmp_path / "team-artifacts"
+    # Shaped like a default artifact root (<folder>/<name>/artifacts), yet only artifacts may go there.
+    shared = tmp_path / "mnt" / "team-ws" / "artifacts"
+    shared.mkdir(parents=True)
     data = make_image_folder(tmp_path / "flowers", classes=2, per_class=3, size=8)
 
     created = alice("workspace", "create", "team-ws", "--store", postgres_url, "--artifacts", shared)
@@ -95,8 +97,11 @@ def test_two_homes_share_one_postgresql_workspace(
         status = bob.json("run", "show", bob_run, "--workspace", "team-ws")["status"]  # type: ignore[index]
     assert alice.json("run", "show", bob_run, "--workspace", "team-ws")["status"] == "Canceled"  # type: ignore[index]
 
-    # Deleting the workspace on one machine leaves the shared artifact root (and the other machine) alone.
+    # Deleting the workspace on one machine leaves the shared folders (and the other machine) alone, also
+    # when the shared root looks like a default one (<folder>/<name>/artifacts).
+    shared_files = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "mnt").rglob("*"))
     alice("workspace", "delete", "team-ws", "--yes")
+    assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "mnt").rglob("*")) == shared_files
     assert (shared / alice_run / "bestModel.onnx").is_file()
     assert bob.json("run", "show", alice_run, "--workspace", "team-ws")["status"] == "Completed"  # type: ignore[index]
 

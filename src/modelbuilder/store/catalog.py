@@ -60,17 +60,14 @@ def default_workspace_folder(name: str, region: str) -> Path:
 
 
 def workspace_folder(workspace: Workspace) -> Path:
-    """The folder of this machine's files of a workspace: worker records, checkpoints, and (by default) the
-    SQLite file and the artifact root.
+    """The folder of a workspace's files: its artifact root's parent (by default ``<region storage
+    root>/<name>``, which also holds the SQLite file), where workers record themselves and checkpoints go.
 
-    With the default layout that is the artifact root's parent. A workspace whose artifact root was given
-    (a shared one) keeps its machine-local files in its default folder instead: the shared root holds only
-    artifacts, and the worker records of one machine are never mistaken for another machine's.
+    ``compute.job.RunFolders.of_job`` places a run's folders by the same rule. A shared artifact root's parent
+    is therefore shared too: worker records of other hosts in it are judged by their heartbeats only (see
+    ``WorkerRecord.on_this_host``), and deleting the workspace on one machine leaves it alone.
     """
-    root = Path(workspace.artifact_root)
-    if root.name == ARTIFACTS_DIR_NAME and root.parent.name == workspace.name:
-        return root.parent
-    return default_workspace_folder(workspace.name, workspace.region)
+    return Path(workspace.artifact_root).parent
 
 
 def _resource_group(row: Any) -> ResourceGroup:
