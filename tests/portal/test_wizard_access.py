@@ -51,7 +51,8 @@ def test_every_request_needs_the_token(world: PortalWorld, monkeypatch: pytest.M
         assert client.get("/api/health", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
         # A link with the token sets an HttpOnly, SameSite=Strict cookie and drops the token from the address.
         login = client.get(f"/workspaces/{WORKSPACE}/new-run?access_token={TOKEN}&x=1")
-        assert login.status_code == 303 and login.headers["location"] == f"/workspaces/{WORKSPACE}/new-run?x=1"
+        assert login.status_code == 303
+        assert login.headers["location"] == f"/workspaces/{WORKSPACE}/new-run?x=1"
         cookie = login.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
         assert client.get(f"/workspaces/{WORKSPACE}/new-run").status_code == 200

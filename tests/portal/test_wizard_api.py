@@ -129,3 +129,27 @@ def test_training_is_refused_for_blocked_data_and_stop_on_bad_files(wclient: Tes
     assert stop.status_code == 409 and "bad file" in stop.json()["error"]
     on_errored = wclient.post(f"{API}/train", json={"source": with_bad, "compute": "nope"}, headers=headers)
     assert on_errored.status_code == 404
+
+
+def test_estimate_counts_images_whose_features_are_cached(wclient: TestClient) -> None:
+    """A second run on the same data featurizes only what the feature cache lacks; the estimate says so."""
+    import hashlib
+
+    import numpy as np
+
+    from modelbuilder.training.backbones import get_backbone_spec
+    from modelbuilder.training.features import feature_cache_for
+
+    files = image_files(per_class=6)
+    source = _dataset(wclient, files)
+    params = {"source": source, "time_budget": 60, "architecture": "test_tiny"}
+    before = wclient.get(f"{API}/train/estimate", params=params).json()
+    assert before["images"] == 12 and before["cached_images"] == 0
+    assert "reference rates" in before["feature_method"]
+    spec = get_backbone_spec("test_tiny")
+    cache = feature_cache_for("test_tiny", "random", spec.preprocessing(before["resolution"]), "features")
+    some = [hashlib.sha256(data).hexdigest() for data in list(files.values())[:5]]
+    cache.add(some, np.zeros((5, 4), dtype=np.float32))
+    after = wclient.get(f"{API}/train/estimate", params=params).json()
+    assert after["cached_images"] == 5 and after["images"] == 7
+    assert after["feature_seconds"] < before["feature_seconds"]

@@ -61,6 +61,7 @@ class Preview:
     skipped: int = 0
     typical_size: tuple[int, int] = (0, 0)
     usable: set[str] = field(default_factory=set)  # relative paths a thumbnail may be made of
+    hashes: list[str] = field(default_factory=list)  # sha256 of each usable image (feature-cache keys)
 
     @property
     def images(self) -> int:
@@ -162,7 +163,8 @@ def _preview_of(source: str, folder: Path, dataset: Dataset) -> Preview:
                 label=label, action="warning",
             ))
     preview = Preview(source, folder, list(dataset.labels), counts, thumbnails, problems,
-                      skipped=len(dataset.skipped()), typical_size=dataset.typical_size(), usable=usable)
+                      skipped=len(dataset.skipped()), typical_size=dataset.typical_size(), usable=usable,
+                      hashes=[item.sha256 for item in dataset.items])
     blocking = [p for p in problems if p.kind in PROBLEM_KINDS_BLOCKING]
     if blocking:
         preview.blocking = " ".join(p.message for p in blocking)

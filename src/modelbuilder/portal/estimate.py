@@ -30,9 +30,11 @@ ACCURACY_KEYS = ("accuracy", "val_accuracy")
 class Estimate:
     backbone: str
     resolution: int
-    images: int
+    images: int  # images to featurize now (those whose features are not cached yet)
     feature_seconds: float
     budget_s: float
+    cached_images: int = 0
+    feature_method: str = ""
     trials: list[dict[str, Any]] = field(default_factory=list)
     trials_note: str | None = None
     accuracy_low: float | None = None
@@ -72,8 +74,17 @@ def estimate_training(
                       channels=3, num_labels=labels)
     backbone = choose_backbone(architecture, None)
     plan = make_plan(backbone, facts, images, budget_s)
-    estimate = Estimate(backbone, plan.feature_size, images, round(plan.feature_seconds, 3), budget_s,
-                        validation_images=num_val)
+    cached = _cached_features(backbone, plan.feature_size, preview.hashes)
+    if cached:  # the trainer plans for the images still to featurize, as its calibration does
+        plan = make_plan(backbone, facts, images - cached, budget_s)
+    estimate = Estimate(backbone, plan.feature_size, images - cached, round(plan.feature_seconds, 3),
+                        budget_s, cached_images=cached, validation_images=num_val)
+    estimate.feature_method = (
+        f"The trainer's own plan: {plan.feature_rate:.0f} images/s expected for {backbone} at "
+        f"{plan.feature_size} px on {plan.cores} cores (the backbone's reference rates for this "
+        "machine's cores; on larger data the run measures the real speed first and re-plans)"
+        + (f"; {cached} images have cached features from earlier runs." if cached else ".")
+    )
     try:
         from ..training.plan import PlannedTrial
         from ..training.registry import get_trial, known_trial_names
@@ -90,6 +101,25 @@ def estimate_training(
         estimate.trials_note = f"Trial estimates need the training extra ({exc}); the run plans them itself."
     _accuracy_band(session, estimate, fingerprint)
     return estimate
+
+
+def _cached_features(backbone: str, size: int, hashes: list[str]) -> int:
+    """How many of these images already have features in this machine's feature cache (0 when unknown)."""
+    try:
+        from ..training.backbones import get_backbone_spec
+        from ..training.features import feature_cache_for
+        from ..training.weights import find_weights
+
+        spec = get_backbone_spec(backbone)
+        source = find_weights(spec, None)
+        # The same key as the trainer's (training/search.py): weights file name and size, or "random".
+        weights_id = "random" if source is None or source.path is None else \
+            f"{source.path.name}:{source.path.stat().st_size}"
+        cache = feature_cache_for(backbone, weights_id, spec.preprocessing(size), "features")
+        return sum(1 for sha in set(hashes) if sha in cache)
+    except (ModelBuilderError, OSError, ValueError) as exc:
+        logger.debug("Feature cache not consulted: %s", exc)
+        return 0
 
 
 def _accuracy_band(session: WorkspaceSession, estimate: Estimate, fingerprint: str | None) -> None:

@@ -262,7 +262,9 @@
           window.mb.percent(e.accuracy_low) + " – " + window.mb.percent(e.accuracy_high);
         estimateBox.replaceChildren(...[
           el("p", { class: "estimate-features", text: e.images + " images will be featurized by " + e.backbone + " at " +
-            e.resolution + " px, in about " + window.mb.duration(e.feature_seconds) + " of the " + window.mb.duration(e.budget_s) + "." }),
+            e.resolution + " px" + (e.cached_images ? " (" + e.cached_images + " more are cached)" : "") +
+            ", in about " + window.mb.duration(e.feature_seconds) + " of the " + window.mb.duration(e.budget_s) + "." }),
+          el("p", { class: "small muted", text: e.feature_method }),
           el("table", { class: "data" }, [el("thead", {}, [el("tr", {}, [el("th", { text: "Trial" }), el("th", { text: "Plan" }),
             el("th", { class: "num", text: "Time" }), el("th", { class: "num", text: "Epochs" })])]), el("tbody", {}, rows)]),
           e.trials_note ? el("p", { class: "small muted", text: e.trials_note }) : null,
