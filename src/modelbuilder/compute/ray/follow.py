@@ -34,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ... import hints
 from ...artifacts import open_artifact_store
 from ...entities import RunError, RunStatus
 from ...errors import InvalidStateError
@@ -241,7 +242,8 @@ class Follower:
             RunError(
                 "ComputeError",
                 f"Ray job {submission_id(self.run_id)} can never be scheduled: {reason}.",
-                "Create a compute of a size the cluster has (modelbuilder compute sizes), or add nodes.",
+                f"Create a compute of a size the cluster has (see {hints.command('compute', 'sizes')}) or "
+                "add nodes.",
             )
         )
 
