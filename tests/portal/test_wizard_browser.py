@@ -90,7 +90,7 @@ def test_new_run_in_the_browser_to_a_web_api_prediction(tmp_path: Path,
     with Workspace.get_or_create(WORKSPACE):
         pass
     port = steps.free_port()
-    app = create_app(WORKSPACE, host="127.0.0.1", port=port, data_roots=[])
+    app = create_app(WORKSPACE, host="127.0.0.1", port=port, data_roots=[tmp_path])
     with steps.serve_in_background(app, port) as base_url, steps.chromium_page() as page:
         page.goto(f"{base_url}/workspaces/{WORKSPACE}/new-run")
         page.wait_for_selector("#step-scenario")
@@ -117,9 +117,16 @@ def test_new_run_in_the_browser_to_a_web_api_prediction(tmp_path: Path,
         assert page.query_selector("tr.compute-failure[data-name=gpu-1]") is None
         page.check("input[name=compute][value=local]")
 
-        # Data: upload the zip; the preview shows the labels, thumbnails and the bad file.
-        page.set_input_files("#zip-input", str(archive))
+        # Data, the folder picker: only what is inside the data root; the preview checks the folder.
+        page.click("#folder-list a.folder[data-path=shapes]")
+        page.wait_for_selector("#folder-list a.folder[data-path='shapes/label0']")
+        page.click("#use-folder")
         page.wait_for_selector("#preview-problems tr.problem-not_an_image")
+        assert page.inner_text("#preview-source") == "folder:0:shapes"
+        # Data, an upload: the zip becomes a dataset; the preview shows labels, thumbnails and the bad file.
+        page.set_input_files("#zip-input", str(archive))
+        steps.wait_for(page, "document.getElementById('preview-source').textContent.startsWith('dataset:')",
+                       what="the preview of the uploaded dataset")
         assert "notes.png" in page.inner_text("#preview-problems")
         assert page.locator("#preview-thumbs .label-strip").count() == 3
         page.wait_for_selector("#preview-chart svg")

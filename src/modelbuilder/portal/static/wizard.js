@@ -208,10 +208,13 @@
       browse("");
     }
 
+    let previewSeq = 0;  // the data chosen last wins, whichever scan ends last
     async function preview(src) {
       const box = document.getElementById("preview");
+      const seq = ++previewSeq;
       try {
         const data = await window.mb.getJSON(api + "/data/preview?source=" + encodeURIComponent(src));
+        if (seq !== previewSeq) return;
         source = src;
         blocked = Boolean(data.blocking);
         box.hidden = false;
@@ -246,13 +249,16 @@
 
     // --- Train ---------------------------------------------------------------------------------
     const estimateBox = document.getElementById("estimate");
+    let estimateSeq = 0;  // only the latest request's answer is shown (an older, slower one may end last)
     async function estimate() {
       if (!source) return;
+      const seq = ++estimateSeq;
       const budget = document.getElementById("time-budget").value;
       const architecture = document.getElementById("architecture").value;
       try {
         const e = await window.mb.getJSON(api + "/train/estimate?source=" + encodeURIComponent(source) + "&time_budget=" + encodeURIComponent(budget) +
           "&architecture=" + encodeURIComponent(architecture));
+        if (seq !== estimateSeq) return;
         const rows = e.trials.map((t) => el("tr", { class: "trial-" + t.status }, [
           el("td", { text: t.name }), el("td", { text: t.status }),
           el("td", { class: "num", text: t.status === "planned" ? window.mb.duration(t.budget_s) : "–" }),
@@ -271,7 +277,7 @@
           el("p", { class: "estimate-accuracy" }, [el("strong", { text: "Predicted accuracy: " + band + ". " }),
             el("span", { class: "small muted", text: e.accuracy_method })]),
         ].filter(Boolean));
-      } catch (err) { showMessage(estimateBox, err); }
+      } catch (err) { if (seq === estimateSeq) showMessage(estimateBox, err); }
     }
     document.getElementById("estimate-button").addEventListener("click", estimate);
     document.getElementById("time-budget").addEventListener("change", estimate);
