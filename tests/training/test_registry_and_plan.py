@@ -92,10 +92,11 @@ def test_allocation_shares_by_weight_and_drops_the_last_trial_that_does_not_fit(
 
 def test_replanning_with_less_time_shrinks_and_drops_later_trials() -> None:
     plan = make_plan("efficientnet_lite0", facts(4_000), 5_000, 300.0)
-    plan.trials = [PlannedTrial("partial_finetune"), PlannedTrial("scratch_cnn")]
+    plan.trials = [PlannedTrial("partial_finetune"), PlannedTrial("scratch_cnn"), PlannedTrial("gpu_only")]
     estimates: list[tuple[str, TrialEstimate | None]] = [
         ("partial_finetune", TrialEstimate(weight=1.5, min_seconds=3, epoch_seconds=10, batch_size=64)),
         ("scratch_cnn", TrialEstimate(weight=1.0, min_seconds=15, epoch_seconds=2, batch_size=128)),
+        ("gpu_only", None),  # does not apply here
     ]
     apply_estimates(plan, estimates, 200)
     first = {t.name: t.budget_s for t in plan.trials}
@@ -103,6 +104,9 @@ def test_replanning_with_less_time_shrinks_and_drops_later_trials() -> None:
     apply_estimates(plan, estimates, 30)  # the machine got slower: 30 s left instead of 200
     assert plan.trials[0].budget_s < first["partial_finetune"]
     assert plan.trials[1].status == "dropped" and plan.revision == 2
+    assert plan.trials[2].status == "not_applicable"
+    described = plan.describe()
+    assert "scratch_cnn (dropped: no time)" in described and "gpu_only (does not apply)" in described
 
 
 def test_a_plan_survives_json_and_garbage_is_refused() -> None:

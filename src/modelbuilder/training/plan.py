@@ -25,9 +25,11 @@ SMALL_IMAGE = 64  # images at most this big (median side) also get a from-scratc
 FEATURE_SHARE = 0.30  # the feature pass should take at most this share of the budget
 
 #: Trial states in a plan: planned, dropped (not worth running in the time left; may come back at the
-#: next re-plan), completed, canceled, failed, skipped (ran, nothing to keep: an ensemble without gain),
-#: resumed (finished by an earlier attempt of the same run).
-PENDING = ("planned", "dropped")
+#: next re-plan), not_applicable (not for this data or device), completed, canceled, failed, skipped
+#: (ran, nothing to keep: an ensemble without gain), resumed (finished by an earlier attempt of the same
+#: run), max_trials (not run: the run's max_trials was reached).
+PENDING = ("planned", "dropped", "not_applicable")
+_SHOWN = {"dropped": "dropped: no time", "not_applicable": "does not apply"}
 EXECUTED = ("completed", "canceled")
 
 
@@ -115,10 +117,8 @@ class Plan:
     def describe(self) -> str:
         parts = []
         for t in self.trials:
-            if t.status == "dropped":
-                parts.append(f"{t.name} (dropped: no time)")
-            elif t.status != "planned":
-                parts.append(f"{t.name} ({t.status})")
+            if t.status != "planned":
+                parts.append(f"{t.name} ({_SHOWN.get(t.status, t.status)})")
             elif t.epochs:
                 parts.append(f"{t.name} {t.budget_s:.0f}s ~{t.epochs:.1f} epochs @{t.image_size}px")
             else:
@@ -267,7 +267,7 @@ def allocate(estimates: Iterable[tuple[str, TrialEstimate]], time_left: float) -
 def apply_estimates(plan: Plan, estimates: list[tuple[str, TrialEstimate | None]], time_left: float) -> Plan:
     """Re-plan the pending trials of ``plan`` in place for ``time_left`` seconds; returns ``plan``.
 
-    Trials whose estimate is None do not apply to this data and are dropped.
+    Trials whose estimate is None do not apply to this data or device (``not_applicable``).
     """
     usable = [(n, e) for n, e in estimates if e is not None]
     budgets = allocate(usable, time_left)
@@ -277,7 +277,8 @@ def apply_estimates(plan: Plan, estimates: list[tuple[str, TrialEstimate | None]
             continue
         estimate, budget = by_name[trial.name], budgets.get(trial.name)
         if estimate is None or budget is None:
-            trial.status, trial.budget_s, trial.epochs = "dropped", 0.0, 0.0
+            trial.status = "not_applicable" if estimate is None else "dropped"
+            trial.budget_s, trial.epochs = 0.0, 0.0
             continue
         trial.status, trial.budget_s = "planned", round(budget, 2)
         trial.image_size, trial.batch_size = estimate.image_size, estimate.batch_size

@@ -161,13 +161,14 @@ class Search:
                 planned.status, planned.val_accuracy = "resumed", done.val_accuracy
                 continue
             if len(self.checkpoints.trials) >= (config.max_trials or 99):
-                planned.status = "dropped"
+                planned.status = "max_trials"
                 continue
             if not plan.replay:
                 self._replan(plan)
             self.publish(plan)
-            if planned.status == "dropped":
-                reporter.log(f"{planned.name}: not run, it does not fit in the time left")
+            if planned.status != "planned":
+                if planned.status == "dropped":
+                    reporter.log(f"{planned.name}: not run, it does not fit in the time left")
                 continue
             ctx = TrialContext(config, reporter, plan, planned, self.labels, arrays, num_train, y_train,
                                y_val, parts.backbone, parts.stem, parts.tail, feature_spec, outcomes,
