@@ -114,7 +114,8 @@ def test_start_training_uses_the_cli_service(wclient: TestClient, monkeypatch: p
     assert response.json()["url"].endswith(f"/runs/{'f' * 32}")
     config = calls[0]["config"]
     assert Path(config.data).is_dir() and config.time_budget == 30 and config.on_bad_image == "fail"
-    assert calls[0]["experiment"] == "uploads" and calls[0]["compute"] == "local"
+    # The dataset's folder is named by its hash; the run takes the upload's name (the zip's, here).
+    assert calls[0]["experiment"] == "d-x" and config.name == "d" and calls[0]["compute"] == "local"
 
 
 def test_training_is_refused_for_blocked_data_and_stop_on_bad_files(wclient: TestClient) -> None:

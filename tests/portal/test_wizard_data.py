@@ -118,9 +118,11 @@ def test_zip_upload_is_content_addressed(wclient: TestClient, world: PortalWorld
     body = first.json()
     assert body["created"] and body["files"] == 6 and body["labels"] == ["label0", "label1"]
     # The same content in another order, stored (not deflated), or under a top folder: the same dataset.
+    assert body["name"] == "data"  # the zip's file name: the zip has no top folder
     again = _upload_zip(wclient, zip_bytes(files, compression=zipfile.ZIP_STORED, reverse=True)).json()
     nested = _upload_zip(wclient, zip_bytes({f"flowers/{k}": v for k, v in files.items()})).json()
     assert again["id"] == nested["id"] == body["id"] and not again["created"]
+    assert nested["name"] == "data"  # the first upload named the content
     dropped = wclient.post(
         f"{API}/datasets",
         files=[("files", (name, data, "image/png")) for name, data in files.items()],
@@ -135,6 +137,14 @@ def test_zip_upload_is_content_addressed(wclient: TestClient, world: PortalWorld
     stored = _datasets_dir(world)
     assert sorted(p.name for p in (stored / body["id"]).iterdir()) == ["label0", "label1"]
     assert not [p for p in stored.iterdir() if p.name.startswith(".upload-")]
+
+
+def test_an_upload_is_named_by_its_top_folder(wclient: TestClient) -> None:
+    files = {f"My Flowers/{k}": v for k, v in image_files().items()}
+    assert _upload_zip(wclient, zip_bytes(files)).json()["name"] == "My Flowers"
+    dropped = wclient.post(f"{API}/datasets", headers=csrf_headers(wclient.app), files=[
+        ("files", (f"tulips/{k}", v, "image/png")) for k, v in image_files(per_class=4).items()])
+    assert dropped.json()["name"] == "tulips" and dropped.json()["labels"] == ["label0", "label1"]
 
 
 def test_upload_needs_token_and_same_origin(wclient: TestClient, world: PortalWorld) -> None:

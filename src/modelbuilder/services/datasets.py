@@ -89,6 +89,8 @@ class StoredDataset:
         total_bytes: their size in all.
         labels: the label folders.
         created: False when the same content was stored already.
+        name: what the upload called the data (its top folder, else the zip's file name), as first
+            stored; names the run's experiment and generated projects. None when unknown.
     """
 
     id: str
@@ -97,6 +99,7 @@ class StoredDataset:
     total_bytes: int
     labels: list[str]
     created: bool = True
+    name: str | None = None
 
 
 def _refuse(message: str, limits: UploadLimits) -> UploadRefusedError:
@@ -208,7 +211,16 @@ def _strip_common_top(files: dict[PurePosixPath, str]) -> PurePosixPath | None:
     return PurePosixPath(tops.pop())
 
 
-def _finish(session: WorkspaceSession, staging: _Staging) -> StoredDataset:
+def _name_from(top: PurePosixPath | None, filename: str | None) -> str | None:
+    if top is not None:
+        return top.name
+    if filename:
+        stem = PurePosixPath(filename.replace("\\", "/")).name.rsplit(".", 1)[0]
+        return stem or None
+    return None
+
+
+def _finish(session: WorkspaceSession, staging: _Staging, filename: str | None = None) -> StoredDataset:
     limits = staging.limits
     if not staging.files:
         raise _refuse("The upload holds no files (hidden files and __MACOSX folders are left out).", limits)
@@ -222,13 +234,13 @@ def _finish(session: WorkspaceSession, staging: _Staging) -> StoredDataset:
             hint="Put the images in one sub-folder per label (daisy/1.jpg, tulip/2.jpg) and upload again.",
         )
     dataset_id = content_id(files)
-    labels = sorted({p.parts[0] for p in files})
     total = staging.total
     manifest = {
         "format_version": MANIFEST_VERSION,
         "id": dataset_id,
         "files": {str(p): s for p, s in sorted(files.items(), key=lambda kv: str(kv[0]))},
         "total_bytes": total,
+        "name": _name_from(top, filename),
     }
     final = datasets_folder(session) / dataset_id
     created = True
@@ -245,13 +257,15 @@ def _finish(session: WorkspaceSession, staging: _Staging) -> StoredDataset:
         temp = manifest_path.with_suffix(".tmp")
         temp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         os.replace(temp, manifest_path)
-    return StoredDataset(dataset_id, final, len(files), total, labels, created)
+    return get_dataset(session, dataset_id, created=created)
 
 
 def store_zip(
-    session: WorkspaceSession, upload: BinaryIO, limits: UploadLimits = DEFAULT_LIMITS
+    session: WorkspaceSession, upload: BinaryIO, limits: UploadLimits = DEFAULT_LIMITS,
+    filename: str | None = None,
 ) -> StoredDataset:
-    """Extract an uploaded zip into a content-addressed dataset of the workspace.
+    """Extract an uploaded zip into a content-addressed dataset of the workspace (``filename``: the
+    zip's name on the user's machine, which names the data when the zip has no top folder).
 
     Raises:
         UploadRefusedError: not a zip, or unsafe or over a limit (nothing is kept).
@@ -291,7 +305,7 @@ def store_zip(
                         "bomb, not images.",
                         limits,
                     )
-        return _finish(session, staging)
+        return _finish(session, staging, filename)
     except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError) as exc:
         staging.remove()
         raise _refuse(f"The zip cannot be read: {exc}.", limits) from exc
@@ -331,7 +345,7 @@ def check_dataset_id(dataset_id: str) -> str:
     return dataset_id
 
 
-def get_dataset(session: WorkspaceSession, dataset_id: str) -> StoredDataset:
+def get_dataset(session: WorkspaceSession, dataset_id: str, *, created: bool = False) -> StoredDataset:
     """An uploaded dataset by id.
 
     Raises:
@@ -349,7 +363,9 @@ def get_dataset(session: WorkspaceSession, dataset_id: str) -> StoredDataset:
         ) from exc
     files = manifest.get("files", {})
     labels = sorted({name.split("/", 1)[0] for name in files})
-    return StoredDataset(dataset_id, folder, len(files), int(manifest.get("total_bytes", 0)), labels, False)
+    name = manifest.get("name")
+    return StoredDataset(dataset_id, folder, len(files), int(manifest.get("total_bytes", 0)), labels, created,
+                         name if isinstance(name, str) else None)
 
 
 def list_datasets(session: WorkspaceSession) -> Iterator[StoredDataset]:

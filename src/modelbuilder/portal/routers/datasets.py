@@ -79,6 +79,7 @@ def _dataset_out(found: dataset_service.StoredDataset) -> dict[str, Any]:
         "total_bytes": found.total_bytes,
         "labels": found.labels,
         "created": found.created,
+        "name": found.name,
     }
 
 
@@ -111,7 +112,8 @@ async def upload(workspace: str, request: Request, state: State, wizard: Wizard)
                 "'files'), not both and not neither.",
                 hint="Drop one zip or one folder on the Data step.")
         if archives:
-            found = await run_in_threadpool(dataset_service.store_zip, session, archives[0].file, limits)
+            found = await run_in_threadpool(dataset_service.store_zip, session, archives[0].file, limits,
+                                            archives[0].filename)
         else:
             named: list[tuple[str, BinaryIO]] = [(f.filename or "", f.file) for f in files]
             found = await run_in_threadpool(dataset_service.store_files, session, named, limits)

@@ -9,6 +9,7 @@ its preflight), so the browser can do nothing the CLI would refuse.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Annotated, Any
 
@@ -17,8 +18,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from ...errors import InvalidNameError, InvalidParameterError
-from ...names import COMPUTE_NAME
+from ...names import COMPUTE_NAME, experiment_name_from
 from ...services import computes as compute_service
+from ...services import datasets as dataset_service
 from ...services.training_run import dataset_fingerprint, submit_training
 from ...training.config import TrainingConfig
 from ..context import PortalState, get_state
@@ -147,9 +149,9 @@ def start_training(workspace: str, body: TrainIn, request: Request, state: State
         raise PortalHTTPError(
             409, f"The data has {preview.skipped} bad file(s) and 'stop' was chosen for bad images.",
             hint="Fix or remove the files the preview lists, or choose 'skip' to train without them.")
+    experiment, name = _names(session, body)
     config = TrainingConfig(data=str(folder), time_budget=body.time_budget, architecture=body.architecture,
-                            on_bad_image=body.on_bad_image, name=body.name)
-    experiment = body.experiment or _experiment_name(body.source)
+                            on_bad_image=body.on_bad_image, name=name)
     submission = submit_training(session, config, experiment=experiment, compute=body.compute)
     _reap_when_done(submission.worker)
     run = submission.run
@@ -158,10 +160,24 @@ def start_training(workspace: str, body: TrainIn, request: Request, state: State
             "url": f"/workspaces/{workspace}/runs/{run.id}"}
 
 
-def _experiment_name(source: str) -> str | None:
-    """Uploaded datasets are named by hash: their runs go to an ``uploads`` experiment (3+ characters);
-    a picked folder names its experiment as on the CLI (None: the default)."""
-    return "uploads" if source.startswith("dataset:") else None
+def _names(session: Any, body: TrainIn) -> tuple[str | None, str | None]:
+    """(experiment, project name). An uploaded dataset's folder is named by its hash, so its runs take the
+    name the upload had (its top folder or zip name); a picked folder is named as on the CLI (None)."""
+    experiment, name = body.experiment, body.name
+    if body.source.startswith("dataset:"):
+        stored = dataset_service.get_dataset(session, body.source.partition(":")[2])
+        label = stored.name or "uploads"
+        experiment = experiment or experiment_name_from(label)
+        name = name or _project_name(label)
+    return experiment, name
+
+
+def _project_name(text: str) -> str:
+    # The rule of TrainingConfig.project_name for a folder name: letters, digits and '_', a letter first.
+    cleaned = re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_")[:60]
+    if cleaned and not cleaned[0].isalpha():
+        cleaned = f"Model_{cleaned}"
+    return cleaned or "ImageClassifier"
 
 
 __all__ = ["COMPUTE_NAME_PATTERN", "router"]
