@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from pg_server import PostgresServer, PostgresUnavailable
+from ray_head import ray_contract_compute, ray_fake_trainer, ray_head  # noqa: F401 - shared fixtures
 
 
 def _free_port() -> int:

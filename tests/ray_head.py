@@ -8,6 +8,11 @@ replaced by a free one so the head never collides with another Ray on the machin
 
 The head runs ``ray start --block`` in its own session; stopping it signals exactly the processes of that
 session (found by session id), never ``ray stop``, which would stop every Ray on the machine.
+
+Fixtures (imported by ``tests/conftest.py``, so the ray tests and the backend contract suite share one
+head per test session): ``ray_head``, ``ray_fake_trainer``, ``ray_contract_compute``. Without the
+``[ray]`` extra, or when the head cannot start, the tests that need it are skipped with the reason shown
+(``-ra``); in CI (``CI=true``) that is a failure, never a silent skip.
 """
 
 from __future__ import annotations
@@ -23,8 +28,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 #: Environment that pins what the head does: no usage reports, auth mode explicit, loopback node address.
 HEAD_ENV = {
@@ -192,3 +201,70 @@ def listening_sockets(pids: list[int]) -> list[tuple[str, int, int]]:
             if pid in wanted:
                 found.append((address.strip("[]"), int(port), pid))
     return found
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+#: A JSON file describing a running head to reuse instead of starting one (local development only):
+#: {"address", "gcs", "pid", "temp_dir", "log"}.
+REUSE_ENV = "MB_TEST_RAY_HEAD"
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def _unavailable(message: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(f"*** {message} ***")
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    """The session's local head (2 CPUs, 0 GPUs, loopback only), started on first use."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        _unavailable('Ray is not installed, so the Ray backend tests cannot run: pip install -e ".[ray]"')
+    reuse = os.environ.get(REUSE_ENV)
+    if reuse:
+        info = json.loads(Path(reuse).read_text())
+        yield RayHead(info["address"], info["gcs"], info["pid"], Path(info["temp_dir"]), Path(info["log"]))
+        return
+    try:
+        head = start_ray_head(num_cpus=2, num_gpus=0)
+    except RayHeadError as exc:
+        _unavailable(f"The local Ray head could not start, so the Ray backend tests cannot run: {exc}")
+        raise  # not reached: _unavailable always raises
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
+@pytest.fixture
+def ray_fake_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Ray jobs can import the fake trainer: shipped as a package folder with every job (py_modules)."""
+    from fake_trainer import TARGET
+    from modelbuilder.compute.ray.jobs import EXTRA_MODULES_ENV
+
+    package = tmp_path / "shipped" / "fake_trainer"
+    package.mkdir(parents=True)
+    shutil.copy(TESTS_DIR / "fake_trainer.py", package / "__init__.py")
+    monkeypatch.setenv(EXTRA_MODULES_ENV, str(package))
+    return TARGET
+
+
+@pytest.fixture
+def ray_contract_compute(ray_head: RayHead, ray_fake_trainer: str) -> Callable[[Any], str]:
+    """For the backend contract suite: makes a CPU compute on the session's head in a workspace."""
+
+    def make(session: Any) -> str:
+        from modelbuilder.compute import ComputeSpec
+        from modelbuilder.entities import ProvisioningState
+        from modelbuilder.services.computes import create_compute
+
+        spec = ComputeSpec.create("ray-c", "Standard_F2s_v2", backend="ray", address=ray_head.address)
+        compute = create_compute(session, spec)
+        assert compute.state is ProvisioningState.SUCCEEDED, compute.error
+        return compute.name
+
+    return make

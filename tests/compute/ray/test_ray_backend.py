@@ -1,8 +1,8 @@
-"""The ray backend through the services: errored computes, and runs that train as Ray jobs."""
+"""The ray backend through the services: errored computes, and a run whose every event is applied once
+(cancel, failures and kill are in the backend contract suite, tests/contracts/test_compute_backend.py)."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,21 +119,3 @@ def test_a_run_trains_as_a_ray_job_and_completes_with_verified_outputs(
     lines = [line.text for line in store.get_log_lines(run_id, limit=None)]
     assert any(f"Ray job {submission_id(run_id)} started" in line for line in lines)
     assert not any(line.startswith("@mb-event") for line in lines)
-
-
-@pytest.mark.usefixtures("use_fake_trainer")
-def test_cancel_stops_the_ray_job_and_keeps_the_best_model(
-    session: WorkspaceSession, ray_head: RayHead, ray_compute: str, ray_fake_trainer: str, data: Path
-) -> None:
-    config = fake_config(data, trials=3, epochs=250, epoch_seconds=0.02)  # 5 s a trial
-    submission = submit_training(session, config, compute=ray_compute)
-    for update in runs.follow_run(session, submission.run.id, submission.worker, timeout=120):
-        if any(child.status is RunStatus.COMPLETED for child in update.children):
-            break
-    requested = time.monotonic()
-    runs.cancel_run(session, submission.run.id)
-    assert _wait(session, submission) is RunStatus.CANCELED
-    assert time.monotonic() - requested < 30
-    job = get_job(RayCluster(ray_head.address).job_client(), submission.run.id)
-    assert job.state is JobState.STOPPED
-    assert "bestModel.onnx" in {a.path for a in session.store.list_artifacts(submission.run.id)}

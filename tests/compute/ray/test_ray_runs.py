@@ -1,5 +1,5 @@
-"""Ray runs beyond the happy path: data uploaded once, the job's error on the run, a job that can never be
-scheduled fails fast with the reason, and one real (tiny backbone) training end to end."""
+"""Ray runs beyond the backend contract (tests/contracts/test_compute_backend.py): data uploaded once, a job
+that can never be scheduled fails fast with the reason, and one real (tiny backbone) training end to end."""
 
 from __future__ import annotations
 
@@ -64,21 +64,6 @@ def test_uploaded_data_is_content_addressed_and_sent_once(
     assert uris[0] == uris[1] and uris[0].startswith("gcs://_ray_pkg_")  # one package, named by content
     lines = [line.text for line in session.store.get_log_lines(first.run.id, limit=None)]
     assert any("reading " in line and str(data) not in line for line in lines)  # trained from the upload
-
-
-@pytest.mark.usefixtures("use_fake_trainer", "ray_fake_trainer")
-def test_the_jobs_error_becomes_the_runs_error(
-    session: WorkspaceSession, ray_head: RayHead, data: Path
-) -> None:
-    compute = _cpu_compute(session, ray_head)
-    submission = submit_training(session, fake_config(data, trials=2, fail="dataset"), compute=compute)
-    assert _wait(session, submission) is RunStatus.FAILED
-    error = session.store.get_run(submission.run.id).error
-    assert error is not None and error.type == "DatasetError"
-    assert (
-        error.message == "Label 'label0' has only 1 image; at least 2 are needed."
-        and error.hint == "Add images."
-    )
 
 
 class _OptimisticRay(RayBackend):

@@ -27,7 +27,7 @@ from ..job import RunFolders, TrainingJob, WorkerRecord
 from ..local import LocalWorkerHandle
 from ..spec import ComputeSpec
 from .cluster import ClusterUnreachableError, RayCluster, check_address_security, is_loopback
-from .follow import FOLLOW_FILE, FOLLOWER_RECORD, FollowSpec
+from .follow import FOLLOW_FILE, FOLLOWER_RECORD, FollowSpec, is_done
 from .jobs import JobState, get_job, stop, submission_id, submit
 from .jobspec import RayJobSpec
 from .resources import cluster_fit_reason
@@ -205,8 +205,9 @@ class RayBackend(ComputeBackend):
         """The run's job; a follower is (re)started here when none lives while the cluster knows the job
         (the submitter's machine restarted, or its follower was killed): it resumes from its offset."""
         cluster = cluster_of(spec)
-        follower = find_follower(RunFolders.of_job(job).state_dir)
-        if follower is not None and not follower.status().is_final:
+        state_dir = RunFolders.of_job(job).state_dir
+        follower = find_follower(state_dir)
+        if follower is not None and (is_done(state_dir) or not follower.status().is_final):
             return RayWorkerHandle(job.run_id, cluster, follower)
         try:
             state, _ = _job_state(cluster, job.run_id)

@@ -62,6 +62,16 @@ FOLLOW_FILE = "ray-follow.json"
 CURSOR_FILE = "ray-cursor.json"
 LOCK_FILE = "ray-follow.lock"
 FOLLOWER_RECORD = "ray-follower.json"
+#: Written when a follower ended its run: nobody needs to start another one.
+DONE_FILE = "ray-follow.done"
+
+
+def mark_done(state_dir: Path) -> None:
+    atomic_write_text(state_dir / DONE_FILE, "done\n")
+
+
+def is_done(state_dir: Path) -> bool:
+    return (state_dir / DONE_FILE).exists()
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,7 @@ class Follower:
         """Follow the job to its end and end the run; the exit code (0: the run ended as the job did)."""
         run = self.store.get_run(self.run_id)
         if run.status.is_terminal:
+            mark_done(self.folders.state_dir)
             return 0
         reporter = self.reporter = StoreReporter(self.store, run, log_path=self.folders.log_path)
         reporter.adopt_children(self.store.list_child_runs(self.run_id))  # a resumed follower
@@ -189,14 +200,16 @@ class Follower:
         started = time.monotonic()
         try:
             info = self._watch()
-            return self._end(info, time.monotonic() - started)
+            code = self._end(info, time.monotonic() - started)
         except JobError as exc:
-            return self.worker._fail(exc.error)
+            code = self.worker._fail(exc.error)
         except Exception as exc:  # a bug or the store: the run must not stay Running for ever
             logger.exception("Following run %s failed", self.run_id)
-            return self.worker._fail(RunError.from_exception(exc))
+            code = self.worker._fail(RunError.from_exception(exc))
         finally:
             reporter.close()
+        mark_done(self.folders.state_dir)
+        return code
 
     def _watch(self) -> JobState:
         reporter = self.reporter
@@ -265,18 +278,15 @@ class Follower:
             lifecycle.end_canceled(self.store, self.run_id)
             return 0
         if state is JobState.UNKNOWN:
-            message = (
-                f"The Ray cluster at {self.cluster.address} no longer knows job "
-                f"{submission_id(self.run_id)} (the cluster restarted, or the job was deleted)."
+            forgotten = f"the Ray cluster no longer knows job {submission_id(self.run_id)}"
+            raise JobError(
+                lifecycle.lost_error(self.run_id, f"{forgotten} (it restarted, or the job was deleted)")
             )
-            raise JobError(RunError("ComputeError", message, "Train again."))
+        # The job ended without a word (killed, or its process exited): like a vanished local worker.
         info = get_job(self.client, self.run_id)
+        detail = f"Ray job {submission_id(self.run_id)} ended {state.value}"
         raise JobError(
-            RunError(
-                "ComputeError",
-                f"Ray job {submission_id(self.run_id)} ended {state.value}: {info.message or 'no result'}",
-                None,
-            )
+            lifecycle.lost_error(self.run_id, f"{detail}: {info.message}" if info.message else detail)
         )
 
     def _finish_with_result(self, event: Event, seconds: float) -> int:
