@@ -154,3 +154,25 @@ def test_estimate_counts_images_whose_features_are_cached(wclient: TestClient) -
     after = wclient.get(f"{API}/train/estimate", params=params).json()
     assert after["cached_images"] == 5 and after["images"] == 7
     assert after["feature_seconds"] < before["feature_seconds"]
+
+
+def test_accuracy_band_from_earlier_runs_on_the_same_data(wclient: TestClient, world: PortalWorld) -> None:
+    from modelbuilder.entities import RunStatus
+    from modelbuilder.services.datasets import get_dataset
+    from modelbuilder.services.training_run import dataset_fingerprint
+    from modelbuilder.services.workspaces import open_session
+
+    source = _dataset(wclient)
+    with open_session(world.workspace) as session:
+        folder = get_dataset(session, source.partition(":")[2]).path
+    experiment = world.store.get_or_create_experiment("uploads")
+    for accuracy in (0.8, 0.9):
+        run = world.store.create_run(experiment.id, compute="local", params={"data": str(folder)},
+                                     dataset_fingerprint=dataset_fingerprint(folder), status=RunStatus.QUEUED)
+        world.store.log_metrics(run.id, [("accuracy", accuracy, 0, None)])
+        for status in (RunStatus.PREPARING, RunStatus.RUNNING, RunStatus.FINALIZING, RunStatus.COMPLETED):
+            world.store.set_run_status(run.id, status)
+    body = wclient.get(f"{API}/train/estimate", params={"source": source, "time_budget": 60}).json()
+    assert body["accuracy_low"] is not None and body["accuracy_low"] < 0.8
+    assert 0.9 < body["accuracy_high"] <= 1.0
+    assert "2 earlier completed runs" in body["accuracy_method"] and "80.0%–90.0%" in body["accuracy_method"]
