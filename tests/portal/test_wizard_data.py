@@ -205,7 +205,7 @@ def test_total_size_limit_counts_inflated_bytes(world: PortalWorld) -> None:
 def test_upload_over_the_byte_limit_is_413(wclient: TestClient) -> None:
     response = _upload_zip(wclient, b"PK" + os.urandom(3 * 1024 * 1024))
     assert response.status_code == 413
-    assert "dataset upload" in response.json()["error"]
+    assert "dataset upload" in response.json()["error"] and "--data-root" in response.json()["hint"]
 
 
 def test_dropped_folder_with_unsafe_names_is_refused(wclient: TestClient, world: PortalWorld) -> None:

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from ..errors import InvalidParameterError, InvalidStateError
+from ..hints import command
 from ..names import check_workspace_name
 from ..services.datasets import DEFAULT_LIMITS, UploadLimits
 from ..services.workspaces import Catalog
@@ -166,8 +167,12 @@ def create_app(
         BodyLimitMiddleware,
         max_bytes=MAX_UPLOAD_BYTES + _MULTIPART_SLACK,
         describe_limit=f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB per image",
-        larger=[(datasets.UPLOAD_SUFFIX, upload_limits.max_upload_bytes + _MULTIPART_SLACK,
-                 f"{upload_limits.max_upload_bytes // (1024 * 1024)} MB per dataset upload")],
+        larger=[(datasets.UPLOAD_SUFFIX,
+                 # Each dropped file adds a multipart header of its own (~200 bytes).
+                 upload_limits.max_upload_bytes + _MULTIPART_SLACK + 512 * upload_limits.max_files,
+                 f"{upload_limits.max_upload_bytes // (1024 * 1024)} MB per dataset upload",
+                 "Upload less at a time, or put the data in a folder the portal may read and pick it there: "
+                 f"{command('portal', data_root='DIR')}")],
     )
     if token:
         app.add_middleware(AccessTokenMiddleware, token=token)

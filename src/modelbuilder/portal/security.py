@@ -215,28 +215,28 @@ class BodyLimitMiddleware:
         app: ASGIApp,
         max_bytes: int,
         describe_limit: str,
-        larger: Iterable[tuple[str, int, str]] = (),
+        larger: Iterable[tuple[str, int, str, str]] = (),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.describe_limit = describe_limit
-        # (path suffix, limit, description): dataset uploads may be larger than one image.
+        # (path suffix, limit, description, hint): dataset uploads may be larger than one image.
         self.larger = tuple(larger)
 
-    def _limit(self, path: str) -> tuple[int, str]:
-        for suffix, max_bytes, describe in self.larger:
+    def _limit(self, path: str) -> tuple[int, str, str]:
+        for suffix, max_bytes, describe, hint in self.larger:
             if path.endswith(suffix):
-                return max_bytes, describe
-        return self.max_bytes, self.describe_limit
+                return max_bytes, describe, hint
+        return self.max_bytes, self.describe_limit, UPLOAD_HINT
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        max_bytes, describe_limit = self._limit(scope.get("path", ""))
+        max_bytes, describe_limit, hint = self._limit(scope.get("path", ""))
 
         async def refuse(send: Send) -> None:
-            await _send_json(send, 413, error_body(RequestTooLarge(describe_limit).detail, UPLOAD_HINT))
+            await _send_json(send, 413, error_body(RequestTooLarge(describe_limit).detail, hint))
 
         declared = _header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
