@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from portal_fixtures import BASE_URL, PortalWorld, csrf_headers
 from wizard_fixtures import API, SMALL_LIMITS, image_files, symlink_zip, wizard_app, zip_bytes
 
-from factories import make_image_folder, write_truncated
+from factories import make_image, make_image_folder, write_truncated
 
 
 @pytest.fixture
@@ -264,3 +264,34 @@ def test_zip_with_only_one_big_member_is_not_a_false_bomb(wclient: TestClient) -
     data = zip_bytes({"label0/a.bin": os.urandom(1 << 20), "label1/b.bin": os.urandom(10)},
                      compression=zipfile.ZIP_STORED)
     assert _upload_zip(wclient, data).status_code == 201
+
+
+def test_data_with_links_out_of_the_root_is_not_read(wclient: TestClient, roots: tuple[Path, Path],
+                                                     tmp_path: Path) -> None:
+    data, outside = roots[0] / "flowers", roots[1]
+    secret = outside / "secret" / "photo.png"
+    secret.write_bytes((data / "label0" / "label0_0.png").read_bytes())
+    os.symlink(secret, data / "label1" / "stolen.png")
+    os.symlink(outside / "secret", data / "label2")
+    body = wclient.get(f"{API}/data/preview", params={"source": "folder:0:flowers"}).json()
+    assert body["blocking"] and "lead out of the data root" in body["blocking"]
+    out = sorted(p["path"] for p in body["problems"] if p["kind"] == "link_out_of_root")
+    assert out == ["label1/stolen.png", "label2/passwords.txt", "label2/photo.png"]
+    assert body["thumbnails"] == {} and body["counts"] == {}
+    refused = wclient.post(f"{API}/train", json={"source": "folder:0:flowers"},
+                           headers=csrf_headers(wclient.app))
+    assert refused.status_code == 409 and "lead out" in refused.json()["error"]
+    thumb = wclient.get(f"{API}/data/thumbnail",
+                        params={"source": "folder:0:flowers", "path": "label1/stolen.png"})
+    assert thumb.status_code == 404
+
+
+def test_links_inside_the_root_are_fine(wclient: TestClient, roots: tuple[Path, Path]) -> None:
+    data = roots[0] / "flowers"
+    (roots[0] / "more").mkdir()
+    extra = roots[0] / "more" / "extra.png"
+    make_image(1, 99, 24).save(extra)
+    os.symlink(extra, data / "label1" / "linked.png")
+    body = wclient.get(f"{API}/data/preview", params={"source": "folder:0:flowers"}).json()
+    assert {p["kind"] for p in body["problems"]} == {"few_images", "hidden"}  # the fixture's .hidden folder
+    assert body["counts"] == {"label0": 3, "label1": 4} and body["blocking"] is None

@@ -100,16 +100,45 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def build_preview(source: str, folder: Path) -> Preview:
-    """Scan ``folder`` as training would, and gather what the Data step shows."""
+def source_boundary(roots: DataRoots, source: str, folder: Path) -> Path:
+    """What the files of a source must stay inside (links followed): its data root, or the upload's folder."""
+    kind, _, rest = source.partition(":")
+    index = rest.partition(":")[0]
+    return roots.root(int(index)) if kind == "folder" and index.isdigit() else folder
+
+
+def _links_out(listing: Listing, boundary: Path) -> list[str]:
+    outside = []
+    for path, _, display in listing.entries:
+        try:
+            if not Path(path).resolve().is_relative_to(boundary):
+                outside.append(display)
+        except OSError:
+            continue  # unreadable: the scan reports it
+    return outside
+
+
+def build_preview(source: str, folder: Path, boundary: Path | None = None) -> Preview:
+    """Scan ``folder`` as training would, and gather what the Data step shows. With ``boundary``, data
+    with a file whose real path lies outside it (a link out of the data root) is refused before any file
+    is opened."""
     try:
         listing, what = list_source(folder)
         labels = sorted(listing.labels)
-        # require_labels: every label needs one usable image instead of two, so a label with one image is
-        # listed here as a problem instead of ending the scan.
     except DatasetError as exc:  # no such folder, no label folders: nothing to preview
         return Preview(source, folder, [], {}, {}, blocking=exc.message, blocking_hint=exc.hint)
+    outside = _links_out(listing, boundary.resolve()) if boundary is not None else []
+    if outside:
+        problems = [Problem("link_out_of_root", f"{name} is a link that leads out of the data root; the "
+                            "portal does not read it.", name, action="blocks training") for name in outside]
+        return Preview(source, folder, labels, {}, {}, problems,
+                       blocking=f"{len(outside)} file(s) lead out of the data root through links "
+                       f"({', '.join(outside[:3])}{', ...' if len(outside) > 3 else ''}).",
+                       blocking_hint="Replace the links by the files themselves, or allow the folder they "
+                       "lead to with another --data-root.")
     try:
+        # require_labels: every label needs one usable image instead of two, so a label with one image is
+        # listed here as a problem instead of ending the scan.
         dataset = scan_dataset(folder, on_bad_image="skip", require_labels=labels)
     except DatasetError as exc:
         # A label left without any usable image (or a single label): the scan stops there, but the page
@@ -183,7 +212,7 @@ class PreviewCache:
         self._max = max_entries
         self._lock = threading.Lock()
 
-    def get(self, source: str, folder: Path) -> Preview:
+    def get(self, source: str, folder: Path, boundary: Path | None = None) -> Preview:
         from ..services.training_run import dataset_fingerprint
 
         key = (source, dataset_fingerprint(folder))
@@ -192,7 +221,7 @@ class PreviewCache:
             if found is not None:
                 self._items.move_to_end(key)
                 return found
-        preview = build_preview(source, folder)
+        preview = build_preview(source, folder, boundary)
         with self._lock:
             self._items[key] = preview
             while len(self._items) > self._max:
@@ -236,6 +265,10 @@ class WizardState:
     roots: DataRoots
     limits: dataset_service.UploadLimits = dataset_service.DEFAULT_LIMITS
     previews: PreviewCache = field(default_factory=PreviewCache)
+
+    def preview(self, source: str, folder: Path) -> Preview:
+        """The (cached) preview of a resolved source, confined to its data root."""
+        return self.previews.get(source, folder, source_boundary(self.roots, source, folder))
 
 
 __all__ = ["Preview", "PreviewCache", "Problem", "WizardState", "build_preview", "counts_chart",

@@ -125,7 +125,7 @@ async def upload(workspace: str, request: Request, state: State, wizard: Wizard)
 
 def _preview(state: PortalState, wizard: WizardState, workspace: str, source: str) -> Preview:
     folder = resolve_source(state.session(workspace), wizard.roots, source)
-    return wizard.previews.get(source, folder)
+    return wizard.preview(source, folder)
 
 
 def _thumbnail_url(workspace: str, source: str, path: str) -> str:

@@ -104,7 +104,7 @@ async def train_estimate(
     def work() -> dict[str, Any]:
         session = state.session(workspace)
         folder = resolve_source(session, wizard.roots, source)
-        preview = wizard.previews.get(source, folder)
+        preview = wizard.preview(source, folder)
         if preview.blocking:
             raise InvalidParameterError(preview.blocking, hint=preview.blocking_hint)
         found = estimate_training(session, preview, time_budget, architecture,
@@ -142,7 +142,7 @@ def start_training(workspace: str, body: TrainIn, request: Request, state: State
     check_same_origin(request, state.policy, state.csrf_token)
     session = state.session(workspace)
     folder = resolve_source(session, wizard.roots, body.source)
-    preview = wizard.previews.get(body.source, folder)
+    preview = wizard.preview(body.source, folder)
     if preview.blocking:
         raise PortalHTTPError(409, preview.blocking, hint=preview.blocking_hint)
     if body.on_bad_image == "fail" and preview.skipped:
