@@ -176,3 +176,19 @@ def test_accuracy_band_from_earlier_runs_on_the_same_data(wclient: TestClient, w
     assert body["accuracy_low"] is not None and body["accuracy_low"] < 0.8
     assert 0.9 < body["accuracy_high"] <= 1.0
     assert "2 earlier completed runs" in body["accuracy_method"] and "80.0%–90.0%" in body["accuracy_method"]
+
+
+def test_estimate_uses_the_speed_an_earlier_run_measured(wclient: TestClient, world: PortalWorld) -> None:
+    import json
+
+    source = _dataset(wclient)
+    params = {"source": source, "time_budget": 60, "architecture": "test_tiny"}
+    reference = wclient.get(f"{API}/train/estimate", params=params).json()
+    run_id = world.completed_run()  # a completed run whose plan measured a machine half as fast
+    plan = {"format_version": 1, "backbone": "test_tiny", "speed": 0.5, "feature_size": 32}
+    world.artifacts.put_bytes(run_id, json.dumps(plan).encode(), "plan.json")
+    slower = wclient.get(f"{API}/train/estimate", params=params).json()
+    assert slower["feature_seconds"] == pytest.approx(2 * reference["feature_seconds"], rel=0.05)
+    assert f"measured by run {run_id[:8]}" in slower["feature_method"]
+    other = wclient.get(f"{API}/train/estimate", params={**params, "architecture": "efficientnet_lite0"})
+    assert "measured by run" not in other.json().get("feature_method", "")

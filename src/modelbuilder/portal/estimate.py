@@ -10,6 +10,7 @@ gives only that measuring precision.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .datasources import Preview
 logger = logging.getLogger(__name__)
 
 ACCURACY_KEYS = ("accuracy", "val_accuracy")
+PLAN_FILE = "plan.json"  # training.trainer.PLAN_FILE (not imported: that module needs torch)
 
 
 @dataclass
@@ -73,16 +75,21 @@ def estimate_training(
                       typical_side=min(preview.typical_size) if preview.typical_size[0] else 224,
                       channels=3, num_labels=labels)
     backbone = choose_backbone(architecture, None)
-    plan = make_plan(backbone, facts, images, budget_s)
+    measured = _measured_speed(session, backbone)
+    scale = measured[0] if measured else 1.0
+    plan = make_plan(backbone, facts, images, budget_s, rate_scale=scale)
     cached = _cached_features(backbone, plan.feature_size, preview.hashes)
     if cached:  # the trainer plans for the images still to featurize, as its calibration does
-        plan = make_plan(backbone, facts, images - cached, budget_s)
-    estimate = Estimate(backbone, plan.feature_size, images - cached, round(plan.feature_seconds, 3),
+        plan = make_plan(backbone, facts, images - cached, budget_s, rate_scale=scale)
+    estimate = Estimate(backbone, plan.feature_size, images - cached, round(plan.feature_seconds, 6),
                         budget_s, cached_images=cached, validation_images=num_val)
+    speed = (f"this machine's speed as measured by run {measured[1][:8]} ({scale:.2f}x the backbone's "
+             "reference rates)" if measured else
+             "the backbone's reference rates for this machine's cores; on larger data the run measures the "
+             "real speed first and re-plans")
     estimate.feature_method = (
         f"The trainer's own plan: {plan.feature_rate:.0f} images/s expected for {backbone} at "
-        f"{plan.feature_size} px on {plan.cores} cores (the backbone's reference rates for this "
-        "machine's cores; on larger data the run measures the real speed first and re-plans)"
+        f"{plan.feature_size} px on {plan.cores} cores, from {speed}"
         + (f"; {cached} images have cached features from earlier runs." if cached else ".")
     )
     try:
@@ -101,6 +108,30 @@ def estimate_training(
         estimate.trials_note = f"Trial estimates need the training extra ({exc}); the run plans them itself."
     _accuracy_band(session, estimate, fingerprint)
     return estimate
+
+
+#: Completed runs looked at for a measured speed (newest first).
+SPEED_HISTORY = 20
+
+
+def _measured_speed(session: WorkspaceSession, backbone: str) -> tuple[float, str] | None:
+    """The feature-pass speed (measured / reference rate) that the newest completed run of this backbone
+    measured on a large enough pass (its plan.json ``speed``; 1.0: it did not measure), and its run id."""
+    try:
+        runs = run_service.list_runs(session, statuses=[RunStatus.COMPLETED], limit=SPEED_HISTORY)
+    except ModelBuilderError:
+        return None
+    for run in runs:
+        try:
+            plan = json.loads(session.artifacts.resolve(run.id, PLAN_FILE).read_text(encoding="utf-8"))
+        except (ModelBuilderError, OSError, ValueError):
+            continue
+        if not isinstance(plan, dict) or plan.get("backbone") != backbone:
+            continue
+        speed = plan.get("speed")
+        if isinstance(speed, (int, float)) and speed > 0 and speed != 1.0:
+            return float(speed), run.id
+    return None
 
 
 def _cached_features(backbone: str, size: int, hashes: list[str]) -> int:
