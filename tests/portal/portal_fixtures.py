@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import zipfile
 from dataclasses import dataclass
@@ -16,13 +17,15 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import psutil
 from PIL import Image
 
 from factories import load_test_module
 from modelbuilder.artifacts import LocalArtifactStore
+from modelbuilder.compute.job import RunFolders, WorkerRecord
 from modelbuilder.entities import RunStatus, Workspace
 from modelbuilder.pipeline import write_bundle
-from modelbuilder.store import Catalog, MetadataStore, open_workspace_store
+from modelbuilder.store import Catalog, MetadataStore, open_workspace_store, workspace_folder
 from modelbuilder.training.evaluation import evaluate
 
 
@@ -190,6 +193,14 @@ class PortalWorld:
             self.store.log_artifact(run_id, artifact.path, artifact.size, artifact.sha256)
             digests[name] = artifact.sha256
         return digests
+
+    def record_live_worker(self, run_id: str) -> None:
+        """Record this (live) test process as the run's local worker, so a cancel waits for it to act
+        (``CancelRequested``) instead of ending a worker-less run at once."""
+        record = WorkerRecord(run_id, os.getpid(), create_time=psutil.Process().create_time())
+        folders = RunFolders(workspace_folder(self.workspace), run_id)
+        folders.state_dir.mkdir(parents=True, exist_ok=True)
+        record.save(folders.worker_path)
 
     def complete_run(self, run_id: str, accuracy: float = 0.8333) -> None:
         """Finish a run as the worker does: final metrics, Finalizing, then Completed."""

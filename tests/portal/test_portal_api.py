@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 
-import psutil
 from fastapi.testclient import TestClient
 from PIL import Image
 from portal_fixtures import WORKSPACE, PortalWorld, colour_image, csrf_headers, png_bytes
 
-from modelbuilder.compute.job import RunFolders, WorkerRecord
 from modelbuilder.entities import ProvisioningState, RunStatus
-from modelbuilder.store import workspace_folder
 
 API = f"/api/workspaces/{WORKSPACE}"
 
@@ -149,17 +145,9 @@ def test_metrics_and_logs(client: TestClient, world: PortalWorld) -> None:
     assert text.text.splitlines()[-1] == "new line" and len(text.text.splitlines()) == 31
 
 
-def _pretend_worker(world: PortalWorld, run_id: str) -> None:
-    """Record this test process as the run's local worker (alive, on this host)."""
-    record = WorkerRecord(run_id, os.getpid(), create_time=psutil.Process().create_time())
-    folders = RunFolders(workspace_folder(world.workspace), run_id)
-    folders.state_dir.mkdir(parents=True, exist_ok=True)
-    record.save(folders.worker_path)
-
-
 def test_cancel_goes_through_the_same_service_as_the_cli(client: TestClient, world: PortalWorld) -> None:
     run_id = world.start_run()
-    _pretend_worker(world, run_id)
+    world.record_live_worker(run_id)
     headers = csrf_headers(client.app)
     answer = client.post(f"{API}/runs/{run_id}/cancel", headers=headers)
     assert answer.status_code == 200, answer.text

@@ -34,6 +34,7 @@ def test_run_page_live_results_try_and_download(world: PortalWorld, tmp_path: Pa
     run_id = world.start_run(trials=3, epochs=4)
     digests = world.write_results(run_id)  # the worker writes outputs before the run is Completed
     to_cancel = world.start_run("other-experiment", trials=1)
+    world.record_live_worker(to_cancel)  # a worker that will act on the cancel: it stays CancelRequested
     world.store.create_compute(
         "gpu-1",
         size="Standard_NC12",
