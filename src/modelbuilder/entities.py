@@ -127,6 +127,8 @@ class Compute:
     idle_seconds_before_scaledown: int = 1800
     address: str | None = None
     created_at: datetime | None = None
+    #: The name of the environment variable that holds the cluster's token (never the token itself).
+    token_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,10 @@ RESOURCE_GROUP_NAME = NameRule(
 EXPERIMENT_NAME = NameRule(
     "experiment", 3, 36, re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*"), "letters, digits, '_' and '-'"
 )
+#: An environment variable's name: what a compute stores to refer to its cluster token (``token_ref``, a
+#: 64-character column), never the token itself.
+ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
 COMPUTE_NAME = NameRule(
     "compute", 2, 16, re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*"), "letters, digits and hyphens"
 )

@@ -87,6 +87,35 @@ def test_compute_transitions_follow_the_table(store: MetadataStore) -> None:
             assert store.get_compute(name).state is current
 
 
+def test_a_compute_keeps_the_name_of_its_token_variable(store: MetadataStore) -> None:
+    created = store.create_compute(
+        "ray-t", size="Standard_F2s_v2", backend="ray", address="http://10.0.0.5:8265", token_ref="MB_TOKEN_1"
+    )
+    assert created.token_ref == "MB_TOKEN_1"
+    assert store.get_compute("ray-t").token_ref == "MB_TOKEN_1"
+    failed = store.set_compute_state("ray-t", P.FAILED, error="not reachable")
+    assert failed.token_ref == "MB_TOKEN_1"  # a state change keeps it
+    assert [c.token_ref for c in store.list_computes()] == ["MB_TOKEN_1"]
+    assert store.create_compute("plain", size="local", backend="local").token_ref is None
+    longest = "T" * 64  # the column's size
+    assert store.create_compute("long", size="local", backend="local", token_ref=longest).token_ref == longest
+
+
+@pytest.mark.parametrize(
+    "token_ref",
+    ["s3cr3t-t0ken-value", "eyJhbGciOi.J9.x", "1STARTS_WITH_DIGIT", "T" * 65, "", "A B"],
+)
+def test_a_token_reference_must_be_a_variable_name_and_is_never_echoed(
+    store: MetadataStore, token_ref: str
+) -> None:
+    """Whatever is refused may be the token itself: the error names the rule, never the value."""
+    with pytest.raises(InvalidParameterError, match="environment variable") as info:
+        store.create_compute("ray-t", size="local", backend="ray", token_ref=token_ref)
+    if token_ref:
+        assert token_ref not in str(info.value) and token_ref not in (info.value.hint or "")
+    assert store.list_computes() == []
+
+
 @pytest.mark.parametrize(
     "kwargs, error",
     [

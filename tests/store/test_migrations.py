@@ -223,3 +223,45 @@ def test_a_catalog_of_the_old_schema_is_backed_up_and_upgraded(tmp_path: Path) -
     assert "schema_version" not in _tables(sqlite_file_url(path))
     assert _diff(sqlite_file_url(path), CATALOG_SCHEMA) == []
     assert backup_path(path, CATALOG_SCHEMA.baseline).is_file()
+
+
+def test_computes_of_a_revision_0003_workspace_gain_an_empty_token_ref(
+    store_backend: str, store_url: str | None, tmp_path: Path
+) -> None:
+    """Revision 0004 adds ``computes.token_ref``: computes recorded before keep everything and have no
+    token reference (they had none); new ones keep theirs. SQLite upgrades on open, PostgreSQL on request."""
+    url = store_url or sqlite_file_url(tmp_path / "ws" / "workspace.db")
+    if store_url is None:
+        (tmp_path / "ws").mkdir()
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(STORE_SCHEMA.config(conn), "0003")
+            conn.execute(
+                sa.text(
+                    "INSERT INTO computes (name, size, backend, state, min_nodes, max_nodes, "
+                    "idle_seconds_before_scaledown, address, created_at, updated_at) VALUES ('old-ray', "
+                    "'Standard_F2s_v2', 'ray', 'Succeeded', 0, 1, 1800, 'http://127.0.0.1:8265', 1, 1)"
+                )
+            )
+    finally:
+        engine.dispose()
+    assert "token_ref" not in {c["name"] for c in _columns(url, "computes")}
+    if store_backend == "postgresql":
+        with pytest.raises(SchemaVersionError, match="revision 0003"):
+            SqlAlchemyStore(url)
+        assert upgrade_store(url) == "0003"
+    with SqlAlchemyStore(url) as store:
+        old = store.get_compute("old-ray")
+        assert (old.address, old.state.value, old.token_ref) == ("http://127.0.0.1:8265", "Succeeded", None)
+        assert store.create_compute("new-ray", size="Standard_F2s_v2", backend="ray", token_ref="MB_T").token_ref
+    assert _diff(url, STORE_SCHEMA) == []
+    if store_backend == "sqlite":
+        assert backup_path(tmp_path / "ws" / "workspace.db", "0003").is_file()
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as conn:  # and back: 0004's downgrade drops only the column
+            command.downgrade(STORE_SCHEMA.config(conn), "0003")
+    finally:
+        engine.dispose()
+    assert "token_ref" not in {c["name"] for c in _columns(url, "computes")}

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import hints
 from ..entities import Compute, ProvisioningState
 from ..errors import ComputeExistsError, ComputeNotFoundError, InvalidParameterError
-from ..names import check_compute_name
+from ..names import ENV_VAR_NAME, check_compute_name
 from . import _values as values
 from .base import check_compute_transition
 from .engine import TransactionRunner
@@ -39,6 +39,20 @@ def _check_count(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
+def _check_token_ref(name: str, token_ref: object) -> str | None:
+    """A token reference is an environment variable's name; the message never echoes a bad value, which
+    may be the token itself."""
+    if token_ref is None:
+        return None
+    if not isinstance(token_ref, str) or not ENV_VAR_NAME.fullmatch(token_ref):
+        raise InvalidParameterError(
+            f"The 'token_ref' of compute '{name}' must be the name of the environment variable that holds "
+            "the token (1-64 letters, digits and '_', not starting with a digit), not the token itself.",
+            hint="For example: export RAY_AUTH_TOKEN=...; then give RAY_AUTH_TOKEN.",
+        )
+    return token_ref
+
+
 class ComputeTableMixin:
     """The compute half of SqlAlchemyStore (needs ``_tx``, ``_clock`` and ``workspace``)."""
 
@@ -63,11 +77,13 @@ class ComputeTableMixin:
         max_nodes: int = 1,
         idle_seconds_before_scaledown: int = 1800,
         address: str | None = None,
+        token_ref: str | None = None,
     ) -> Compute:
         check_compute_name(name)
         values.check_text(f"compute '{name}'", "size", size, 64, optional=False)
         values.check_text(f"compute '{name}'", "backend", backend, 32, optional=False)
         values.check_text(f"compute '{name}'", "address", address, 500)
+        token_ref = _check_token_ref(name, token_ref)
         minimum = _check_count("min_nodes", min_nodes, 0)
         maximum = _check_count("max_nodes", max_nodes, 1)
         idle = _check_count("idle_seconds_before_scaledown", idle_seconds_before_scaledown, 0)
@@ -94,6 +110,7 @@ class ComputeTableMixin:
                     max_nodes=maximum,
                     idle_seconds_before_scaledown=idle,
                     address=address,
+                    token_ref=token_ref,
                     created_at=now,
                     updated_at=now,
                 )

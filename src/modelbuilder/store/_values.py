@@ -235,4 +235,5 @@ def compute_from_row(row: sa.Row[Any], workspace: str) -> Compute:
         idle_seconds_before_scaledown=row.idle_seconds_before_scaledown,
         address=row.address,
         created_at=to_datetime(row.created_at),
+        token_ref=row.token_ref,
     )

@@ -326,11 +326,14 @@ class MetadataStore(ABC):
         max_nodes: int = 1,
         idle_seconds_before_scaledown: int = 1800,
         address: str | None = None,
+        token_ref: str | None = None,
     ) -> Compute:
-        """Record a new compute.
+        """Record a new compute. ``token_ref`` is the name of the environment variable that holds the
+        cluster's token; the token itself is never stored.
 
         Raises:
             InvalidNameError: the name breaks the compute name rule.
+            InvalidParameterError: a field is out of range; ``token_ref`` is not a variable name.
             ComputeExistsError: a compute with this name exists, in whatever state; the message names
                 its state and error, the hint gives both fixes.
         """

@@ -131,6 +131,9 @@ computes = sa.Table(
     sa.Column("address", sa.String(500), nullable=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    # The NAME of the environment variable that holds the cluster's token, never the token itself (last:
+    # added by revision 0004, as the upgraded tables have it).
+    sa.Column("token_ref", sa.String(64), nullable=True),
 )
 
 #: What the store knows about its own workspace (keys in ``catalog.WORKSPACE_PROPERTIES``), so another
