@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from modelbuilder.compute.ray.cluster import RayCluster, check_address_security
+from modelbuilder.compute.ray.cluster import ClusterUnreachableError, RayCluster, check_address_security
 from modelbuilder.compute.ray.resources import NodeResources, cluster_fit_reason, read_nodes, size_fit_reason
 from modelbuilder.compute.sizes import get_size
 from modelbuilder.errors import InvalidParameterError
@@ -124,3 +126,15 @@ def test_token_mode_head_needs_the_token_which_travels_only_in_the_header(
     assert cluster_fit_reason(with_token, size) == f"Standard_F2s_v2 needs 2 vCPUs on one node; {largest}"
     assert [n.cpus for n in read_nodes(with_token)] == [1.0]
     assert with_token.job_client().list_jobs() == []
+
+
+def test_a_silent_dashboard_times_out_instead_of_hanging() -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(ClusterUnreachableError, match="not reachable"):
+            RayCluster(address, timeout_s=1, read_timeout_s=1).job_client()
+        assert cluster_fit_reason(RayCluster(address, timeout_s=1), get_size("Standard_F2s_v2")) is not None
+        assert time.monotonic() - started < 10

@@ -1,6 +1,7 @@
 """The ``ray`` backend plugin: provisioning against live node resources, execution as Ray jobs.
 
-- ``validate``: an address is required; a plain ``http://`` address off this machine needs a token.
+- ``validate``: an address is required; a plain ``http://`` address off this machine needs a token
+  reference (``--token-env``), which the compute stores (the variable's name, never the token).
 - ``check``: connects and checks that one node can hold the size (GPUs, vCPUs, memory); an unreachable
   cluster is a reason (the compute is kept ``Failed``).
 - ``start``: submits the run's Ray job (``mb-<run_id>``, idempotent) and starts the local follower that
@@ -173,8 +174,9 @@ class RayBackend(ComputeBackend):
     def validate(self, spec: ComputeSpec) -> None:
         super().validate(spec)
         assert spec.address is not None
-        token_ref = spec.token_ref or (DEFAULT_TOKEN_ENV if os.environ.get(DEFAULT_TOKEN_ENV) else None)
-        check_address_security(spec.name, spec.address, token_ref)
+        # Only the compute's own (stored) reference counts: a RAY_AUTH_TOKEN that merely happens to be set
+        # in this shell is not recorded with the compute, and the rule must not depend on the shell.
+        check_address_security(spec.name, spec.address, spec.token_ref)
 
     def check(self, spec: ComputeSpec) -> Fit:
         reason = cluster_fit_reason(cluster_of(spec), spec.size)

@@ -25,6 +25,8 @@ from ...errors import ComputeError, InvalidParameterError
 
 #: Seconds to wait for the dashboard before calling the cluster unreachable.
 HTTP_TIMEOUT_S = 10.0
+#: Seconds a Jobs API answer may take once connected (a log read, an upload's answer).
+READ_TIMEOUT_S = 60.0
 
 
 class ClusterUnreachableError(ComputeError):
@@ -54,9 +56,9 @@ def check_address_security(compute: str, address: str, token_ref: str | None) ->
     raise InvalidParameterError(
         f"Compute '{compute}' would send training code to {address} over plain {scheme} without a token: "
         "anyone on the network could run code on that cluster.",
-        hint="Start the cluster with RAY_AUTH_MODE=token and export its token as RAY_AUTH_TOKEN where "
-        "modelbuilder runs (read from the environment, never stored); or reach the head through https or "
-        "an SSH tunnel to 127.0.0.1.",
+        hint="Start the cluster with RAY_AUTH_MODE=token, export its token where modelbuilder runs "
+        "(export RAY_AUTH_TOKEN=...) and name that variable: --token-env RAY_AUTH_TOKEN (only the name is "
+        "stored); or reach the head through https or an SSH tunnel to 127.0.0.1.",
     )
 
 
@@ -67,6 +69,7 @@ class RayCluster:
     address: str
     token_ref: str | None = None
     timeout_s: float = field(default=HTTP_TIMEOUT_S, compare=False)
+    read_timeout_s: float = field(default=READ_TIMEOUT_S, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", self.address.rstrip("/"))
@@ -139,13 +142,36 @@ class RayCluster:
         return version
 
     def job_client(self) -> Any:
-        """A ``ray.job_submission.JobSubmissionClient`` for this cluster (imports Ray)."""
-        from ray.job_submission import JobSubmissionClient
-
+        """A ``ray.job_submission.JobSubmissionClient`` for this cluster whose every request has a timeout
+        (Ray's own has none: a silent host would hang ``run list`` and the portal)."""
         try:
-            return JobSubmissionClient(self.address, headers=self.headers())
-        except (ConnectionError, RuntimeError) as exc:
+            return _timed_client_class()(
+                self.address, headers=self.headers(), request_timeout=(self.timeout_s, self.read_timeout_s)
+            )
+        except (OSError, RuntimeError) as exc:  # requests' errors are OSErrors
             raise ClusterUnreachableError(
                 f"The Ray Jobs API at {self.address} is not reachable ({exc}).",
                 hint="Start the head (ray start --head --dashboard-host 127.0.0.1) or fix --address.",
             ) from None
+
+
+_TIMED_CLIENT: Any = None
+
+
+def _timed_client_class() -> Any:
+    """``JobSubmissionClient`` with a (connect, read) timeout on each request (built once, on first use)."""
+    global _TIMED_CLIENT
+    if _TIMED_CLIENT is None:
+        from ray.job_submission import JobSubmissionClient
+
+        class TimedJobSubmissionClient(JobSubmissionClient):  # type: ignore[misc]
+            def __init__(self, *args: Any, request_timeout: tuple[float, float], **kwargs: Any) -> None:
+                self._request_timeout = request_timeout  # set first: the constructor makes a request
+                super().__init__(*args, **kwargs)
+
+            def _do_request(self, *args: Any, **kwargs: Any) -> Any:
+                kwargs.setdefault("timeout", self._request_timeout)
+                return super()._do_request(*args, **kwargs)
+
+        _TIMED_CLIENT = TimedJobSubmissionClient
+    return _TIMED_CLIENT

@@ -237,9 +237,10 @@ class Follower:
                 with contextlib.suppress(InvalidStateError):
                     self._advance(RunStatus.PREPARING)
             if reporter.should_stop() and not self.stop_sent and not info.state.is_final:
-                reporter.log(f"Stopping Ray job {submission_id(self.run_id)} ({reporter.stop_reason}).")
-                stop(self.client, self.run_id)
-                self.stop_sent = True
+                with contextlib.suppress(ClusterUnreachableError):  # tried again at the next poll
+                    stop(self.client, self.run_id)
+                    self.stop_sent = True
+                    reporter.log(f"Stopping Ray job {submission_id(self.run_id)} ({reporter.stop_reason}).")
             if info.state.is_final:
                 self.apply(job_logs(self.client, self.run_id) + "\n")  # the last line, even unterminated
                 return info.state
@@ -249,7 +250,7 @@ class Follower:
         reason = cluster_fit_reason(self.cluster, get_size(self.spec.size))
         if reason is None:
             return  # it fits; the cluster is busy: the run stays Queued
-        with contextlib.suppress(RuntimeError):
+        with contextlib.suppress(RuntimeError, ClusterUnreachableError):
             stop(self.client, self.run_id)
         raise JobError(
             RunError(
@@ -283,11 +284,12 @@ class Follower:
                 lifecycle.lost_error(self.run_id, f"{forgotten} (it restarted, or the job was deleted)")
             )
         # The job ended without a word (killed, or its process exited): like a vanished local worker.
-        info = get_job(self.client, self.run_id)
         detail = f"Ray job {submission_id(self.run_id)} ended {state.value}"
-        raise JobError(
-            lifecycle.lost_error(self.run_id, f"{detail}: {info.message}" if info.message else detail)
-        )
+        try:
+            message = get_job(self.client, self.run_id).message
+        except ClusterUnreachableError:
+            message = ""
+        raise JobError(lifecycle.lost_error(self.run_id, f"{detail}: {message}" if message else detail))
 
     def _finish_with_result(self, event: Event, seconds: float) -> int:
         """Verify each output against the job's sha256, then end the run as the local worker does."""

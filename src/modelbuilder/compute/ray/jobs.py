@@ -129,6 +129,8 @@ def get_job(client: Any, run_id: str) -> JobInfo:
     """The state of the run's job (``UNKNOWN`` when the cluster does not know it)."""
     try:
         info = client.get_job_info(submission_id(run_id))
+    except OSError as exc:  # requests' connection errors and timeouts
+        raise ClusterUnreachableError(f"The Ray cluster does not answer: {exc}", hint=None) from None
     except RuntimeError as exc:
         if _is_missing(exc):
             return JobInfo(JobState.UNKNOWN, "the Ray cluster does not know the job")
@@ -168,6 +170,10 @@ def submit(
             entrypoint_num_cpus=size.vcpus,
             entrypoint_num_gpus=size.gpus,
         )
+    except OSError as exc:
+        raise ClusterUnreachableError(
+            f"The Ray cluster at {cluster.address} does not answer: {exc}", hint=None
+        ) from None
     except RuntimeError as exc:
         if "already exists" in str(exc):  # submitted meanwhile by another process: the same job
             return job_id
@@ -182,6 +188,8 @@ def job_logs(client: Any, run_id: str) -> str:
     """The job's whole log so far ("" when there is none yet)."""
     try:
         return str(client.get_job_logs(submission_id(run_id)))
+    except OSError as exc:
+        raise ClusterUnreachableError(f"The Ray cluster does not answer: {exc}", hint=None) from None
     except RuntimeError as exc:
         if _is_missing(exc):
             return ""
@@ -194,6 +202,8 @@ def stop(client: Any, run_id: str) -> bool:
     """Ask Ray to stop the job (SIGTERM, then SIGKILL after ``STOP_WAIT_S``); False if it had ended."""
     try:
         return bool(client.stop_job(submission_id(run_id)))
+    except OSError as exc:
+        raise ClusterUnreachableError(f"The Ray cluster does not answer: {exc}", hint=None) from None
     except RuntimeError as exc:
         if _is_missing(exc):
             return False
