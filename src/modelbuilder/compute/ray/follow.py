@@ -54,6 +54,7 @@ from .resources import cluster_fit_reason
 logger = logging.getLogger(__name__)
 
 POLL_S = float(os.environ.get("MODELBUILDER_RAY_POLL_S", "1.0"))
+LOG_BYTES_PER_EXTRA_POLL_S = 200_000
 #: A job still PENDING after this long has its size checked against the live nodes.
 PENDING_CHECK_S = float(os.environ.get("MODELBUILDER_RAY_PENDING_S", "30"))
 #: How long the cluster may stay unreachable before the run is given up as lost.
@@ -244,7 +245,8 @@ class Follower:
             if info.state.is_final:
                 self.apply(job_logs(self.client, self.run_id) + "\n")  # the last line, even unterminated
                 return info.state
-            time.sleep(POLL_S)
+            # Ray serves a job's log only whole: poll a long log less often (1 s more per 200 kB).
+            time.sleep(POLL_S * (1 + self.offset // LOG_BYTES_PER_EXTRA_POLL_S))
 
     def _check_schedulable(self) -> None:
         reason = cluster_fit_reason(self.cluster, get_size(self.spec.size))
