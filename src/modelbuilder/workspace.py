@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from . import entities, settings
+from . import entities, hints, settings
 from .compute.backend import WorkerHandle
 from .compute.spec import ComputeSpec
 from .entities import Metric, RunStatus
@@ -494,7 +494,7 @@ def train(
         if result is None:
             raise TrainingError(
                 f"Run '{run.id}' ended {run.get_status()} without a result.",
-                hint=f"See its log: modelbuilder run logs {run.id[:12]}",
+                hint=f"See its log: {hints.command('run', 'logs', hints.short_id(run.id))}",
             )
         values = {f.name: getattr(result, f.name) for f in fields(TrainingResult)}
         return TrainingRunResult(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from .. import hints
 from ..compute.sizes import find_size
 from ..entities import (
     Compute,
@@ -321,9 +322,11 @@ def compute_fixes(compute: Compute) -> list[str]:
     """The two ways out of a Failed compute (the source's errored-compute rule)."""
     if compute.state is not ProvisioningState.FAILED:
         return []
+    create = hints.command("compute", "create", "NEW-NAME", size=compute.size)
+    delete = hints.command("compute", "delete", compute.name)
     return [
-        f"Create the compute with another name: modelbuilder compute create NEW-NAME --size {compute.size}",
-        f"Or delete the failed one first, then create it again: modelbuilder compute delete {compute.name}",
+        f"Create the compute with another name: {create}",
+        f"Or delete the failed one first, then create it again: {delete}",
     ]
 
 
@@ -357,6 +360,7 @@ def compute_out(compute: Compute) -> ComputeOut:
         max_nodes=compute.max_nodes,
         idle_seconds_before_scaledown=compute.idle_seconds_before_scaledown,
         address=compute.address,
+        token_env=compute.token_ref,
         created_at=compute.created_at,
     )
 

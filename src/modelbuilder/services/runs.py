@@ -488,7 +488,7 @@ def download_outputs(
         raise InvalidStateError(
             f"Run '{run.id}' ({run.status.value}) has no recorded artifacts.",
             hint="Only runs that ended Completed or Canceled have outputs; see: "
-            f"modelbuilder run show {run.id[:12]}",
+            + hints.command("run", "show", hints.short_id(run.id)),
         )
     target = Path(destination).expanduser()
     if target.exists() and not target.is_dir():
