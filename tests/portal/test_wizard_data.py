@@ -295,3 +295,16 @@ def test_links_inside_the_root_are_fine(wclient: TestClient, roots: tuple[Path, 
     body = wclient.get(f"{API}/data/preview", params={"source": "folder:0:flowers"}).json()
     assert {p["kind"] for p in body["problems"]} == {"few_images", "hidden"}  # the fixture's .hidden folder
     assert body["counts"] == {"label0": 3, "label1": 4} and body["blocking"] is None
+
+
+def test_a_thumbnail_replaced_by_a_link_out_is_not_served(wclient: TestClient, roots: tuple[Path, Path]
+                                                          ) -> None:
+    data, outside = roots[0] / "flowers", roots[1]
+    body = wclient.get(f"{API}/data/preview", params={"source": "folder:0:flowers"}).json()
+    assert body["thumbnails"]["label0"]
+    victim = data / "label0" / "label0_0.png"
+    (outside / "secret" / "photo.png").write_bytes(victim.read_bytes())
+    victim.unlink()
+    os.symlink(outside / "secret" / "photo.png", victim)  # swapped right after the scan
+    params = {"source": "folder:0:flowers", "path": "label0/label0_0.png"}
+    assert wclient.get(f"{API}/data/thumbnail", params=params).status_code == 404

@@ -14,6 +14,7 @@ label, a label without any usable image) is reported as ``blocking``, with the s
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from html import escape
@@ -205,17 +206,33 @@ class PreviewCache:
     """The latest previews by source and folder state, so thumbnails and the train step reuse the scan.
 
     A folder's state is the cheap listing fingerprint (paths, sizes, mtimes): changed data is scanned again.
+    Listing a big folder still takes a while, so requests that only need the current scan (thumbnails) may
+    reuse a fingerprint taken in the last ``max_age_s`` seconds.
     """
 
     def __init__(self, max_entries: int = 8) -> None:
         self._items: OrderedDict[tuple[str, str], Preview] = OrderedDict()
+        self._fingerprints: dict[str, tuple[float, str]] = {}
         self._max = max_entries
         self._lock = threading.Lock()
 
-    def get(self, source: str, folder: Path, boundary: Path | None = None) -> Preview:
+    def _fingerprint(self, source: str, folder: Path, max_age_s: float) -> str:
         from ..services.training_run import dataset_fingerprint
 
-        key = (source, dataset_fingerprint(folder))
+        now = time.monotonic()
+        with self._lock:
+            taken = self._fingerprints.get(source)
+        if taken is not None and now - taken[0] <= max_age_s:
+            return taken[1]
+        fingerprint = dataset_fingerprint(folder)
+        with self._lock:
+            self._fingerprints[source] = (now, fingerprint)
+            if len(self._fingerprints) > 4 * self._max:
+                self._fingerprints.pop(next(iter(self._fingerprints)))
+        return fingerprint
+
+    def get(self, source: str, folder: Path, boundary: Path | None = None, max_age_s: float = 0.0) -> Preview:
+        key = (source, self._fingerprint(source, folder, max_age_s))
         with self._lock:
             found = self._items.get(key)
             if found is not None:
@@ -266,9 +283,10 @@ class WizardState:
     limits: dataset_service.UploadLimits = dataset_service.DEFAULT_LIMITS
     previews: PreviewCache = field(default_factory=PreviewCache)
 
-    def preview(self, source: str, folder: Path) -> Preview:
-        """The (cached) preview of a resolved source, confined to its data root."""
-        return self.previews.get(source, folder, source_boundary(self.roots, source, folder))
+    def preview(self, source: str, folder: Path, max_age_s: float = 0.0) -> Preview:
+        """The (cached) preview of a resolved source, confined to its data root (``max_age_s``: see
+        ``PreviewCache``)."""
+        return self.previews.get(source, folder, source_boundary(self.roots, source, folder), max_age_s)
 
 
 __all__ = ["Preview", "PreviewCache", "Problem", "WizardState", "build_preview", "counts_chart",

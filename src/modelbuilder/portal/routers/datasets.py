@@ -19,7 +19,7 @@ from starlette.formparsers import MultiPartException
 from ...errors import NotFoundError
 from ...services import datasets as dataset_service
 from ..context import PortalState, get_state
-from ..datasources import Preview, WizardState, counts_chart, resolve_source
+from ..datasources import Preview, WizardState, counts_chart, resolve_source, source_boundary
 from ..errors import PortalHTTPError
 from ..results import DEFAULT_THUMBNAIL_SIZE, make_thumbnail
 from ..schemas import ErrorOut
@@ -123,9 +123,14 @@ async def upload(workspace: str, request: Request, state: State, wizard: Wizard)
     return _dataset_out(found)
 
 
-def _preview(state: PortalState, wizard: WizardState, workspace: str, source: str) -> Preview:
+#: Thumbnails of one preview are asked for together: they share one listing of the folder.
+THUMBNAIL_LISTING_AGE_S = 30.0
+
+
+def _preview(state: PortalState, wizard: WizardState, workspace: str, source: str,
+             max_age_s: float = 0.0) -> Preview:
     folder = resolve_source(state.session(workspace), wizard.roots, source)
-    return wizard.preview(source, folder)
+    return wizard.preview(source, folder, max_age_s)
 
 
 def _thumbnail_url(workspace: str, source: str, path: str) -> str:
@@ -167,9 +172,12 @@ async def preview(workspace: str, state: State, wizard: Wizard,
 async def thumbnail(workspace: str, state: State, wizard: Wizard, source: str, path: str,
                     size: Annotated[int, Query(ge=32, le=512)] = DEFAULT_THUMBNAIL_SIZE) -> Response:
     """A JPEG thumbnail of an image that the source's preview found usable (no other file is served)."""
-    found = await run_in_threadpool(_preview, state, wizard, workspace, source)
-    if path not in found.usable:
+    found = await run_in_threadpool(_preview, state, wizard, workspace, source, THUMBNAIL_LISTING_AGE_S)
+    target = (found.path / path).resolve()
+    # Checked again at read time: the file may have been replaced by a link since the scan.
+    if path not in found.usable or not target.is_relative_to(
+            source_boundary(wizard.roots, source, found.path).resolve()):
         raise NotFoundError(f"{path!r} is not a usable image of the data {source!r}.",
                             hint="Thumbnails are served only for images the preview lists.")
-    data = await run_in_threadpool(make_thumbnail, found.path / path, size)
+    data = await run_in_threadpool(make_thumbnail, target, size)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
