@@ -119,7 +119,7 @@ def run_show(run_id: str, workspace: WorkspaceOption = None, json_: JsonOption =
         [
             ("id", run.id),
             ("experiment", run.experiment),
-            ("status", run.status.value),
+            ("status", service.status_label(run)),
             ("compute", run.compute),
             ("parent_run_id", run.parent_run_id),
             ("created_at", view["created_at"]),

@@ -25,7 +25,7 @@ from ..entities import (
     RunStatus,
     Workspace,
 )
-from ..services.runs import LOST
+from ..services.runs import status_label
 from .schemas import (
     CompareOut,
     CompareRowOut,
@@ -153,13 +153,6 @@ def display_name(run: Run) -> str:
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
-
-
-def status_label(run: Run) -> str:
-    """The status as the portal shows it: ``Failed (process lost)`` when the worker vanished."""
-    if run.status is RunStatus.FAILED and run.error is not None and run.error.message.startswith(LOST):
-        return f"{run.status.value} ({LOST})"
-    return run.status.value
 
 
 def run_summary(workspace: str, run: Run, now: float | None = None) -> RunSummary:

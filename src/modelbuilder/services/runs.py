@@ -175,6 +175,11 @@ def reap_lost_runs(session: WorkspaceSession, max_age: float = STALE_AFTER_S) ->
     )
 
 
+def status_label(run: Run) -> str:
+    """The status as people read it: ``Failed (process lost)`` when the worker vanished."""
+    return f"{run.status.value} ({LOST})" if lifecycle.is_lost(run) else run.status.value
+
+
 def run_failure(session: WorkspaceSession, run: Run) -> ModelBuilderError:
     """The error a Failed run ended with, as the exception its worker raised (same ModelBuilderError class,
     message and hint; an unexpected error is a TrainingError), for callers to raise."""
