@@ -164,8 +164,8 @@ class PortalState:
         try:
             for run in run_service.reap_lost_runs(session):
                 logger.warning("Run %s of workspace %s: %s", run.id, session.name, run.error)
-        except ModelBuilderError as exc:  # a read must not fail because the reaper could not write
-            logger.warning("Reaping lost runs of workspace %s failed: %s", session.name, exc)
+        except Exception as exc:  # a read must never fail because the reaper could not do its part
+            logger.warning("Reaping lost runs of workspace %s failed: %s", session.name, exc, exc_info=True)
 
     def artifacts(self, name: str) -> LocalArtifactStore:
         """The artifact store of a workspace.
