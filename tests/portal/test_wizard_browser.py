@@ -1,10 +1,12 @@
 """The whole new-run flow in headless Chromium, as a new user would click it (issue 11's end-to-end test).
 
-Open the portal, create a compute that fails (and see its reason and both fixes), fix it both ways, upload a
-zip of tiny images with one bad file, see the preview report it, read the estimate, start a short real run
-(the ``test_tiny`` backbone), watch it complete on the live run page, open Consume, download the Web API
-project, then install and run that Web API in a torch-free venv and predict an image over HTTP: the same
-label and scores (within 1e-5) as ``PredictionEngine`` on the run's MLModel.zip.
+Open the portal, create a compute that fails (and see its reason and both fixes), fix it both ways, pick a
+folder inside the data root, upload a zip of tiny images with one bad file (and the same images as a
+folder: the same content-addressed dataset), see the preview report the bad file, read the estimate,
+start a short real run (the ``test_tiny`` backbone), watch it complete on the live run page, open
+Consume, download the Web API project, then install and run that Web API in a torch-free venv and predict
+an image over HTTP: the same label and scores (within 1e-5) as ``PredictionEngine`` on the run's
+MLModel.zip.
 
 Marked ``portal`` and ``slow``; skipped without /usr/bin/chromium, Playwright, uvicorn or torch (and when
 PyPI cannot be reached for the Web API's venv). Screenshots go to ``$MODELBUILDER_TEST_ARTIFACTS/wizard``
@@ -131,6 +133,13 @@ def test_new_run_in_the_browser_to_a_web_api_prediction(tmp_path: Path,
         assert page.locator("#preview-thumbs .label-strip").count() == 3
         page.wait_for_selector("#preview-chart svg")
         page.screenshot(path=str(shots / "3-data-preview.png"), full_page=True)
+        dataset = page.inner_text("#preview-source")
+        # The same images as a folder (the page's folder input): the same content, so the same dataset.
+        page.set_input_files("#folder-input", str(tmp_path / "shapes"))
+        steps.wait_for(page,
+                       "document.getElementById('data-message').textContent.includes('uploaded before')",
+                       what="the folder upload to be recognised as the same dataset")
+        assert page.inner_text("#preview-source") == dataset
 
         # Train: the estimate comes before the start.
         page.select_option("#architecture", "test_tiny")
