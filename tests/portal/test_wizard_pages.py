@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from portal_fixtures import BASE_URL, WORKSPACE, PortalWorld, csrf_headers
-from wizard_fixtures import API, wizard_app
+from wizard_fixtures import API, image_files, wizard_app, zip_bytes
 
 from modelbuilder.codegen.snippets import consume_snippets
 from modelbuilder.compute.sizes import list_sizes
@@ -49,6 +49,14 @@ def test_errored_compute_is_shown_with_both_fixes(wclient: TestClient) -> None:
     assert 'class="fix-rename" data-name="gpu-1"' in failure
     assert 'class="danger fix-delete" data-name="gpu-1"' in failure
     assert re.search(r'name="compute" value="gpu-1"\s+disabled', text)
+
+
+def test_earlier_uploads_are_offered(wclient: TestClient) -> None:
+    assert 'id="earlier-uploads"' not in wclient.get(PAGE).text
+    archive = ("tulips.zip", zip_bytes(image_files()), "application/zip")
+    stored = wclient.post(f"{API}/datasets", headers=csrf_headers(wclient.app), files={"archive": archive}).json()
+    text = wclient.get(PAGE).text
+    assert f'data-source="dataset:{stored["id"]}">tulips</a>' in text
 
 
 def test_without_data_roots_the_page_names_the_option(world: PortalWorld) -> None:

@@ -16,6 +16,7 @@ from ...codegen.snippets import consume_snippets
 from ...errors import ArtifactNotFoundError
 from ...hints import command, short_id
 from ...services import computes as compute_service
+from ...services import datasets as dataset_service
 from ...training.backbone_spec import list_backbones
 from ..context import PortalState, get_state
 from ..queries import get_run_detail
@@ -61,6 +62,7 @@ def new_run_page(workspace: str, request: Request, state: State, wizard: Wizard)
             "computes": computes,
             "sizes": [size_spec(s) for s in compute_service.sizes()],
             "roots": [{"index": i, "path": str(p)} for i, p in enumerate(wizard.roots.roots)],
+            "uploads": list(dataset_service.list_datasets(session)),
             "not_offered": NOT_OFFERED,
             "name_pattern": COMPUTE_NAME_PATTERN,
             "backbones": ["auto", *list_backbones()],

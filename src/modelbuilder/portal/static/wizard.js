@@ -176,6 +176,10 @@
       if (collected.length) uploadFiles(collected);
     });
 
+    document.querySelectorAll("a.use-upload").forEach(function (link) {
+      link.addEventListener("click", function (event) { event.preventDefault(); preview(link.dataset.source); });
+    });
+
     const picker = document.getElementById("folder-picker");
     let pickerRoot = 0;
     let pickerPath = "";
