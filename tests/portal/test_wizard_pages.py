@@ -54,7 +54,8 @@ def test_errored_compute_is_shown_with_both_fixes(wclient: TestClient) -> None:
 def test_earlier_uploads_are_offered(wclient: TestClient) -> None:
     assert 'id="earlier-uploads"' not in wclient.get(PAGE).text
     archive = ("tulips.zip", zip_bytes(image_files()), "application/zip")
-    stored = wclient.post(f"{API}/datasets", headers=csrf_headers(wclient.app), files={"archive": archive}).json()
+    headers = csrf_headers(wclient.app)
+    stored = wclient.post(f"{API}/datasets", headers=headers, files={"archive": archive}).json()
     text = wclient.get(PAGE).text
     assert f'data-source="dataset:{stored["id"]}">tulips</a>' in text
 
