@@ -8,7 +8,7 @@ import sys
 import pytest
 from cli_runner import Cli
 
-from modelbuilder.compute import provisioning
+from modelbuilder.compute import ComputeSpec, provisioning
 from modelbuilder.compute.provisioning import MachineCapacity
 
 LAPTOP = MachineCapacity(cores=2, memory_gib=7.6, gpus=0)
@@ -105,3 +105,25 @@ def test_compute_errors_have_hints(cli: Cli, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "ray", None)  # as without the [ray] extra: "import ray" fails
     ray = cli("compute", "create", "ray-1", "--size", "Standard_D2s_v3", "--backend", "ray")
     assert ray.exit_code == 1 and 'pip install "modelbuilder[ray]"' in ray.stderr
+
+
+def test_a_ray_compute_off_this_machine_over_http_needs_its_own_token_variable(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RAY_AUTH_TOKEN that merely happens to be set is not the compute's: only --token-env is stored,
+    so only it lets a plain http:// address off this machine through."""
+    pytest.importorskip("ray")
+    secret = "tok-77aa-never-shown"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secret)
+    far = ("--size", "Standard_F2s_v2", "--backend", "ray", "--address", "http://10.1.2.3:8265")
+    refused = cli("compute", "create", "far", *far)
+    assert refused.exit_code == 1
+    error, hint = refused.stderr.strip().splitlines()
+    assert error.startswith("Error: Compute 'far' would send training code to http://10.1.2.3:8265")
+    assert "without a token" in error and "--token-env RAY_AUTH_TOKEN" in hint
+    assert secret not in refused.stderr
+    assert "far" not in [c["name"] for c in json.loads(cli("compute", "list", "--json").stdout)]
+    spec = ComputeSpec.create(
+        "far", "Standard_F2s_v2", backend="ray", address="http://10.1.2.3:8265", token_ref="RAY_AUTH_TOKEN"
+    )  # with the variable named, the rule lets it through (provisioning would then connect)
+    assert spec.token_ref == "RAY_AUTH_TOKEN"

@@ -98,3 +98,48 @@ def test_every_path_refuses_the_same_bad_address() -> None:
     assert missing.exit_code == 1 and "needs an address" in missing.stderr
     with open_workspace() as session:
         assert session.store.find_compute("c1") is None
+
+
+def test_cli_and_python_api_store_the_token_variable_name_and_show_only_the_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "tok-5d1e-never-shown"
+    monkeypatch.setenv("MB_TEST_CLUSTER_TOKEN", secret)
+    options = {"backend": ClusterBackend.name, "address": ADDRESS}
+    with Workspace.get_or_create("default") as ws:
+        from_api = ws.create_compute(
+            "via-api", size="Standard_NC12", token_env="MB_TEST_CLUSTER_TOKEN", **options
+        )
+    cli = Cli()
+    created = cli(
+        "compute", "create", "via-cli", "--size", "Standard_NC12", "--backend", ClusterBackend.name,
+        "--address", ADDRESS, "--token-env", "MB_TEST_CLUSTER_TOKEN", "--json",
+    )  # fmt: skip
+    assert created.exit_code == 0, created.stderr
+    assert from_api.token_ref == "MB_TEST_CLUSTER_TOKEN"
+    shown = cli("compute", "show", "via-cli", "--json")
+    assert (
+        json.loads(shown.stdout)["token_env"]
+        == json.loads(created.stdout)["token_env"]
+        == "MB_TEST_CLUSTER_TOKEN"
+    )
+    text = cli("compute", "show", "via-api")
+    assert "MB_TEST_CLUSTER_TOKEN" in text.stdout
+    listed = cli("compute", "list", "--json")
+    for output in (created, shown, text, listed):
+        assert secret not in output.stdout + output.stderr
+    with open_workspace() as session:
+        assert get_compute_spec(session, "via-cli").token_ref == "MB_TEST_CLUSTER_TOKEN"
+        assert get_compute_spec(session, "via-api") == ComputeSpec.create(
+            "via-api",
+            "Standard_NC12",
+            token_ref="MB_TEST_CLUSTER_TOKEN",
+            **options,  # type: ignore[arg-type]
+        )
+    # The token itself where its variable's name belongs: refused, and not echoed.
+    refused = cli(
+        "compute", "create", "leaky", "--size", "Standard_NC12", "--backend", ClusterBackend.name,
+        "--address", ADDRESS, "--token-env", secret,
+    )  # fmt: skip
+    assert refused.exit_code == 1 and "not the token itself" in refused.stderr
+    assert secret not in refused.stderr and "--token-env RAY_AUTH_TOKEN" in refused.stderr

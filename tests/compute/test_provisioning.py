@@ -282,6 +282,53 @@ def test_a_spec_is_made_once_and_rebuilt_from_the_store(
         ComputeSpec.create("bad-local", "local", backend="scripted")
 
 
+def _store_text(url: str) -> str:
+    """Every row of every table of a store, as text (what "in the store" means, on any database)."""
+    import sqlalchemy as sa
+
+    from modelbuilder.store.engine import create_store_engine
+
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as conn:
+            tables = sa.inspect(conn).get_table_names()
+            return "\n".join(
+                repr(row) for table in tables for row in conn.execute(sa.text(f"SELECT * FROM {table}"))
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_token_reference_is_stored_and_restored_but_never_the_token(
+    store_url: str | None, tmp_path: Path, scripted: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "tok-8f3a-never-stored"
+    monkeypatch.setenv("MB_TEST_CLUSTER_TOKEN", secret)
+    scripted(lambda spec: Fit.ok())
+    url = store_url or sqlite_file_url(tmp_path / "ws" / "workspace.db")
+    spec = ComputeSpec.create(
+        "tokened", "Standard_F2s_v2", backend="scripted", address="http://10.0.0.5:8265",
+        token_ref="MB_TEST_CLUSTER_TOKEN",
+    )  # fmt: skip
+    with SqlAlchemyStore(url, workspace="ws1") as store:
+        created = provision_compute(store, spec)
+        assert created.state is P.SUCCEEDED and created.token_ref == "MB_TEST_CLUSTER_TOKEN"
+    with SqlAlchemyStore(url, workspace="ws1") as reopened:  # as another process sees it
+        restored = ComputeSpec.from_compute(reopened.get_compute("tokened"))
+    assert restored == spec and restored.token_ref == "MB_TEST_CLUSTER_TOKEN"
+    stored = _store_text(url)
+    assert "MB_TEST_CLUSTER_TOKEN" in stored and secret not in stored
+    if store_url is None:  # the SQLite file itself, write-ahead log included
+        files = (tmp_path / "ws").glob("workspace.db*")
+        assert not any(secret.encode() in path.read_bytes() for path in files)
+
+
+def test_a_token_reference_longer_than_its_column_is_refused() -> None:
+    with pytest.raises(InvalidParameterError, match="1-64 letters") as info:
+        ComputeSpec.create("long-ref", "local", token_ref="T" * 65)
+    assert "--token-env" in (info.value.hint or "")
+
+
 def test_loopback_addresses() -> None:
     assert all(map(is_loopback_address, ["http://127.0.0.1:8265", "http://localhost:1", "http://[::1]:8265"]))
     assert not any(map(is_loopback_address, ["http://10.0.0.1:8265", "http://ray.example.com:80", None]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from fastapi.testclient import TestClient
 from portal_fixtures import WORKSPACE, PortalWorld
 
@@ -183,6 +184,25 @@ def test_computes_page_shows_specs_failures_and_fixes(client: TestClient, world:
     assert "needs 4 GPUs" in html and "modelbuilder compute delete gpu-1" in html
     assert "modelbuilder compute create NEW-NAME --size Standard_NC24" in html
     assert html.count("Provisioning failed") == 1
+
+
+def test_a_compute_shows_the_name_of_its_token_variable_never_the_token(
+    client: TestClient, world: PortalWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "tok-31c9-never-shown"
+    monkeypatch.setenv("MB_TEST_CLUSTER_TOKEN", secret)
+    world.store.create_compute(
+        "ray-t", size="Standard_F2s_v2", backend="ray", address="http://10.0.0.5:8265",
+        state=ProvisioningState.SUCCEEDED, token_ref="MB_TEST_CLUSTER_TOKEN",
+    )  # fmt: skip
+    world.store.create_compute("cpu-1", size="Standard_F4s_v2", backend="local")
+    html = client.get(f"{PAGES}/computes").text
+    assert html.count("token from <code>$MB_TEST_CLUSTER_TOKEN</code>") == 1 and secret not in html
+    api = client.get(f"/api{PAGES}/computes").json()
+    tokens = {c["name"]: c["token_env"] for c in api}
+    assert tokens["ray-t"] == "MB_TEST_CLUSTER_TOKEN" and tokens["cpu-1"] is None
+    one = client.get(f"/api{PAGES}/computes/ray-t")
+    assert one.json()["token_env"] == "MB_TEST_CLUSTER_TOKEN" and secret not in one.text
 
 
 def test_errors_are_pages_for_browsers(client: TestClient, world: PortalWorld) -> None:

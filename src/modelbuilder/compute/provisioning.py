@@ -149,6 +149,7 @@ def provision_compute(
         max_nodes=spec.max_nodes,
         idle_seconds_before_scaledown=spec.idle_seconds_before_scaledown,
         address=spec.address,
+        token_ref=spec.token_ref,
     )
     try:
         fit = plugin.check(spec)

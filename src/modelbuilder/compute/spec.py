@@ -14,14 +14,13 @@ in it: a token is referred to by the environment variable that holds it), then t
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..entities import ComputeSize
 from ..errors import InvalidParameterError
-from ..names import check_compute_name
+from ..names import ENV_VAR_NAME, check_compute_name
 from .backend import get_backend
 from .sizes import LOCAL_SIZE_NAME, get_size, is_local_size
 
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 LOCAL_BACKEND = "local"
 DEFAULT_IDLE_SECONDS = 1800
 ADDRESS_SCHEMES = ("http", "https", "ray")
-_TOKEN_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_TOKEN_REF = ENV_VAR_NAME  # the column holds 64 characters
 _MAX_ADDRESS = 500
 
 
@@ -120,9 +119,10 @@ class ComputeSpec:
         return spec
 
     @classmethod
-    def from_compute(cls, compute: Compute, *, token_ref: str | None = None) -> ComputeSpec:
+    def from_compute(cls, compute: Compute) -> ComputeSpec:
         """The spec of a stored compute, as it was created (not validated again: rules may have changed
-        since, and a stored compute must stay usable and deletable).
+        since, and a stored compute must stay usable and deletable). Its ``token_ref`` is the stored
+        variable name; the token is read from that variable only where a backend reaches the cluster.
 
         Raises:
             NotFoundError: its size is no longer in the catalog.
@@ -135,7 +135,7 @@ class ComputeSpec:
             min_nodes=compute.min_nodes,
             max_nodes=compute.max_nodes,
             idle_seconds_before_scaledown=compute.idle_seconds_before_scaledown,
-            token_ref=token_ref,
+            token_ref=compute.token_ref,
         )
 
     @property
@@ -205,8 +205,9 @@ def _check_token_ref(name: str, token_ref: str | None) -> str | None:
     if not isinstance(token_ref, str) or not _TOKEN_REF.fullmatch(token_ref):
         raise InvalidParameterError(
             f"The 'token_ref' parameter of compute '{name}' must name an environment variable that holds "
-            "the token (letters, digits, '_'), not the token itself.",
-            hint="For example: export RAY_AUTH_TOKEN=...; then give RAY_AUTH_TOKEN.",
+            "the token (1-64 letters, digits and '_', not starting with a digit), not the token itself.",
+            hint="Put the token in a variable (export RAY_AUTH_TOKEN=...), then give its name: "
+            "--token-env RAY_AUTH_TOKEN (token_env='RAY_AUTH_TOKEN' in Python).",
         )
     return token_ref
 

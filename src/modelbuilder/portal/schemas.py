@@ -224,6 +224,11 @@ class ComputeOut(BaseModel):
     max_nodes: int
     idle_seconds_before_scaledown: int
     address: str | None
+    token_env: str | None = Field(
+        default=None,
+        description="The environment variable that holds the cluster's token (its name; the token itself "
+        "is never stored or shown).",
+    )
     created_at: datetime | None
 
 

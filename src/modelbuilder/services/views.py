@@ -71,6 +71,8 @@ def compute_view(compute: Compute) -> dict[str, Any]:
         "max_nodes": compute.max_nodes,
         "idle_seconds_before_scaledown": compute.idle_seconds_before_scaledown,
         "address": compute.address,
+        # The variable's name only: the token is never read here, so it can never be shown.
+        "token_env": compute.token_ref,
         "created_at": _time(compute.created_at),
     }
 
