@@ -18,6 +18,7 @@ from factories import make_image_folder
 from fake_trainer import fake_config, use_fake_trainer  # noqa: F401 - a fixture
 from modelbuilder.cli import app
 from modelbuilder.compute.ray.backend import cluster_of
+from modelbuilder.compute.ray.follow import FOLLOW_FILE
 from modelbuilder.compute.ray.jobs import job_logs
 from modelbuilder.entities import RunStatus
 from modelbuilder.errors import InvalidParameterError
@@ -98,6 +99,8 @@ def test_a_token_mode_cluster_is_used_through_the_stored_variable_name_only(
     # output), the job's log, this process's log records, or any command's output.
     assert token not in _store_text(store_url)
     assert _files_holding(isolated_home, token) == []
+    # ... while the scan does cover the run's files: the follower's spec keeps the variable's name.
+    assert FOLLOW_FILE in {p.name for p in _files_holding(isolated_home, TOKEN_ENV)}
     assert token not in logs
     assert token not in caplog.text
     for output in (created, shown):
