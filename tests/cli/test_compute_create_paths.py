@@ -105,11 +105,11 @@ def test_cli_and_python_api_store_the_token_variable_name_and_show_only_the_name
 ) -> None:
     secret = "tok-5d1e-never-shown"
     monkeypatch.setenv("MB_TEST_CLUSTER_TOKEN", secret)
-    options = {"backend": ClusterBackend.name, "address": ADDRESS}
     with Workspace.get_or_create("default") as ws:
         from_api = ws.create_compute(
-            "via-api", size="Standard_NC12", token_env="MB_TEST_CLUSTER_TOKEN", **options
-        )
+            "via-api", size="Standard_NC12", backend=ClusterBackend.name, address=ADDRESS,
+            token_env="MB_TEST_CLUSTER_TOKEN",
+        )  # fmt: skip
     cli = Cli()
     created = cli(
         "compute", "create", "via-cli", "--size", "Standard_NC12", "--backend", ClusterBackend.name,
@@ -131,11 +131,9 @@ def test_cli_and_python_api_store_the_token_variable_name_and_show_only_the_name
     with open_workspace() as session:
         assert get_compute_spec(session, "via-cli").token_ref == "MB_TEST_CLUSTER_TOKEN"
         assert get_compute_spec(session, "via-api") == ComputeSpec.create(
-            "via-api",
-            "Standard_NC12",
+            "via-api", "Standard_NC12", backend=ClusterBackend.name, address=ADDRESS,
             token_ref="MB_TEST_CLUSTER_TOKEN",
-            **options,  # type: ignore[arg-type]
-        )
+        )  # fmt: skip
     # The token itself where its variable's name belongs: refused, and not echoed.
     refused = cli(
         "compute", "create", "leaky", "--size", "Standard_NC12", "--backend", ClusterBackend.name,
