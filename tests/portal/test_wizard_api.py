@@ -146,7 +146,7 @@ def test_estimate_counts_images_whose_features_are_cached(wclient: TestClient) -
     params = {"source": source, "time_budget": 60, "architecture": "test_tiny"}
     before = wclient.get(f"{API}/train/estimate", params=params).json()
     assert before["images"] == 12 and before["cached_images"] == 0
-    assert "reference rates" in before["feature_method"]
+    assert "measured by a probe" in before["feature_method"]  # no earlier run: a live probe
     spec = get_backbone_spec("test_tiny")
     cache = feature_cache_for("test_tiny", "random", spec.preprocessing(before["resolution"]), "features")
     some = [hashlib.sha256(data).hexdigest() for data in list(files.values())[:5]]
@@ -188,7 +188,14 @@ def test_estimate_uses_the_speed_an_earlier_run_measured(wclient: TestClient, wo
     plan = {"format_version": 1, "backbone": "test_tiny", "speed": 0.5, "feature_size": 32}
     world.artifacts.put_bytes(run_id, json.dumps(plan).encode(), "plan.json")
     slower = wclient.get(f"{API}/train/estimate", params=params).json()
-    assert slower["feature_seconds"] == pytest.approx(2 * reference["feature_seconds"], rel=0.05)
+    from modelbuilder.training.backbones import get_backbone_spec
+    from modelbuilder.training.plan import feature_rate
+
+    half = feature_rate(get_backbone_spec("test_tiny"), slower["resolution"], 0.5)
+    assert reference["speed_source"] == "probe" and slower["speed_source"] == "run"
+    assert slower["feature_rate"] == pytest.approx(half, rel=0.01)  # the run's speed, not the probe's
+    assert slower["feature_seconds"] == pytest.approx(slower["overhead_seconds"] + slower["images"] / half,
+                                                      rel=0.01)
     assert f"measured by run {run_id[:8]}" in slower["feature_method"]
     other = wclient.get(f"{API}/train/estimate", params={**params, "architecture": "efficientnet_lite0"})
     assert "measured by run" not in other.json().get("feature_method", "")

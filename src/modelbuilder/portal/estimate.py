@@ -1,6 +1,18 @@
 """The Train step's estimate, shown before anything starts: the plan the trainer would make for this data
 and budget, made the trainer's way (``training.plan.make_plan`` and each trial's own ``estimate``) from the
-preview's facts, without decoding or training anything.
+preview's facts.
+
+The feature-pass time is ``overhead + images / rate``, the same quantity the trainer records as the plan's
+``feature_seconds`` (``training.search``: ONNX export, onnxruntime session start and the pass itself):
+
+- the fixed overhead (export + session start + the first batch's warm-up) and the rate come from a short
+  live probe through the trainer's own code path (``feature_pass.time_feature_pass``) on a few of these
+  images, cached per host, backbone, resolution and outputs under ``$MODELBUILDER_HOME/cache`` for
+  ``PROBE_MAX_AGE_S`` so repeated estimates are instant;
+- when an earlier completed run measured this machine (its plan.json ``speed``), its rate is used instead
+  of the probe's (it measured many more images), corrected for the overhead it included;
+- without the training extra nothing can be probed: the backbone's reference rates are used and the page
+  says that the overhead is not included.
 
 The accuracy band is not a promise: it comes from earlier completed runs of this workspace on the same
 data (same content fingerprint), widened by how precisely a validation set of this size can measure
@@ -13,19 +25,36 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import socket
+import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from .. import settings
 from ..entities import RunStatus
 from ..errors import MissingDependencyError, ModelBuilderError
+from ..fileio import atomic_write_text
 from ..services import runs as run_service
 from ..services.workspaces import WorkspaceSession
 from .datasources import Preview
+
+if TYPE_CHECKING:
+    from ..training.plan import DataFacts, Plan
 
 logger = logging.getLogger(__name__)
 
 ACCURACY_KEYS = ("accuracy", "val_accuracy")
 PLAN_FILE = "plan.json"  # training.trainer.PLAN_FILE (not imported: that module needs torch)
+PROBE_CACHE_FILE = "estimate-probes.json"
+#: A probe older than this is repeated (a shared machine's load changes over hours).
+PROBE_MAX_AGE_S = 6 * 3600.0
+#: At most this many of the data's images are given to the probe (it cycles through fewer).
+PROBE_PATHS = 64
+_probe_lock = threading.Lock()  # one probe at a time: two at once would each measure half a machine
 
 
 @dataclass
@@ -33,10 +62,13 @@ class Estimate:
     backbone: str
     resolution: int
     images: int  # images to featurize now (those whose features are not cached yet)
-    feature_seconds: float
+    feature_seconds: float  # overhead_seconds + images / feature_rate
     budget_s: float
     cached_images: int = 0
     feature_method: str = ""
+    feature_rate: float = 0.0  # images/s expected for the pass itself
+    overhead_seconds: float | None = None  # export + session start (None: not known, not included)
+    speed_source: str = "reference"  # probe | probe_cached | run | reference
     trials: list[dict[str, Any]] = field(default_factory=list)
     trials_note: str | None = None
     accuracy_low: float | None = None
@@ -46,6 +78,27 @@ class Estimate:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A probe's result (see ``feature_pass.PassTiming``), fresh or from the cache."""
+
+    overhead_s: float
+    rate: float
+    images: int
+    measured_at: float  # time.time()
+    cached: bool
+
+
+@dataclass(frozen=True)
+class RunSpeed:
+    """What an earlier completed run measured (its plan.json)."""
+
+    run_id: str
+    speed: float  # measured / reference rate, overhead included (as the trainer records it)
+    feature_size: int | None
+    feature_seconds: float | None
 
 
 def _validation_count(images: int, fraction: float, labels: int) -> int:
@@ -60,13 +113,17 @@ def estimate_training(
     architecture: str = "auto",
     validation_fraction: float = 0.2,
     fingerprint: str | None = None,
+    probe: bool = True,
 ) -> Estimate:
     """What the trainer will do with this data and budget (see the module docstring).
+
+    ``probe``: whether a live probe may run when no cached one fits (False: cached or reference only).
 
     Raises:
         WeightsError / BackboneNotFoundError: no backbone can be used (as training would fail).
     """
-    from ..training.plan import DataFacts, apply_estimates, choose_backbone, make_plan
+    from ..training.backbones import get_backbone_spec
+    from ..training.plan import DataFacts, choose_backbone, feature_rate, make_plan
 
     labels = len(preview.labels)
     images = preview.images
@@ -75,25 +132,74 @@ def estimate_training(
                       typical_side=min(preview.typical_size) if preview.typical_size[0] else 224,
                       channels=3, num_labels=labels)
     backbone = choose_backbone(architecture, None)
-    measured = _measured_speed(session, backbone)
-    scale = measured[0] if measured else 1.0
+    spec = get_backbone_spec(backbone)
+    run = _measured_speed(session, backbone)
+    scale = run.speed if run else 1.0
     plan = make_plan(backbone, facts, images, budget_s, rate_scale=scale)
     cached = _cached_features(backbone, plan.feature_size, preview.hashes)
-    if cached:  # the trainer plans for the images still to featurize, as its calibration does
-        plan = make_plan(backbone, facts, images - cached, budget_s, rate_scale=scale)
-    estimate = Estimate(backbone, plan.feature_size, images - cached, round(plan.feature_seconds, 6),
-                        budget_s, cached_images=cached, validation_images=num_val)
-    speed = (f"this machine's speed as measured by run {measured[1][:8]} ({scale:.2f}x the backbone's "
-             "reference rates)" if measured else
-             "the backbone's reference rates for this machine's cores; on larger data the run measures the "
-             "real speed first and re-plans")
-    estimate.feature_method = (
-        f"The trainer's own plan: {plan.feature_rate:.0f} images/s expected for {backbone} at "
-        f"{plan.feature_size} px on {plan.cores} cores, from {speed}"
-        + (f"; {cached} images have cached features from earlier runs." if cached else ".")
-    )
+    todo = images - cached
+    paths = [preview.path / rel for rel in sorted(preview.usable)[:PROBE_PATHS]]
+    timing, why_not, used_run = None, "", run
+    for _ in range(2):  # a measured rate may move the plan to another resolution: time that one too
+        plan = make_plan(backbone, facts, todo, budget_s, rate_scale=scale)
+        timing, why_not = _timing(plan, facts, budget_s, paths, probe)
+        if timing is None:
+            break
+        measured = _run_scale(run, plan.feature_size, timing.overhead_s) if run else None
+        used_run = run if measured is not None else None
+        new_scale = measured if measured is not None else timing.rate / feature_rate(spec, plan.feature_size)
+        replanned = make_plan(backbone, facts, todo, budget_s, rate_scale=new_scale)
+        scale = new_scale
+        if replanned.feature_size == plan.feature_size:
+            plan = replanned
+            break
+    plan = make_plan(backbone, facts, todo, budget_s, rate_scale=scale)
+    overhead = timing.overhead_s if timing is not None else None
+    seconds = plan.feature_seconds + (overhead or 0.0)
+    plan.feature_seconds = seconds
+    estimate = Estimate(backbone, plan.feature_size, todo, round(seconds, 6), budget_s, cached_images=cached,
+                        validation_images=num_val, feature_rate=round(plan.feature_rate, 3),
+                        overhead_seconds=None if overhead is None else round(overhead, 3))
+    estimate.speed_source, estimate.feature_method = _method(plan, used_run, timing, why_not, cached)
+    _trial_estimates(plan, estimate, budget_s)
+    _accuracy_band(session, estimate, fingerprint)
+    return estimate
+
+
+def _method(plan: Plan, run: RunSpeed | None, timing: Timing | None, why_not: str,
+            cached: int) -> tuple[str, str]:
+    """Where the estimate's speed came from (speed_source) and the sentence the page shows about it."""
+    rate = f"{plan.feature_rate:.0f} images/s for {plan.backbone} at {plan.feature_size} px"
+    if timing is not None:
+        age = time.time() - timing.measured_at
+        when = "just now" if age < 90 else f"{age / 60:.0f} minutes ago"
+        probe = (f"a probe that featurized {timing.images} of these images through the trainer's own code "
+                 f"path on this machine ({when})")
+        overhead = (f" plus {timing.overhead_s:.1f}s fixed (ONNX export of the backbone and onnxruntime "
+                    f"start, measured by {probe if run else 'the same probe'})")
+        if run is not None:
+            source = "run"
+            text = f"{rate}, the speed measured by run {run.run_id[:8]} on this machine,{overhead}"
+        else:
+            source = "probe_cached" if timing.cached else "probe"
+            text = f"{rate}, measured by {probe},{overhead}"
+    elif run is not None:
+        source = "run"
+        text = (f"{rate}, from this machine's speed as measured by run {run.run_id[:8]} ({run.speed:.2f}x "
+                f"the backbone's reference rates); the fixed export/session-start time is not included "
+                f"({why_not})")
+    else:
+        source = "reference"
+        text = (f"{rate}, from the backbone's reference rates for this machine's cores (not measured here: "
+                f"{why_not}); the fixed export/session-start time is not included, so the pass may take "
+                "longer")
+    cached_note = f"; {cached} images have cached features from earlier runs." if cached else "."
+    return source, f"Estimated as the trainer's feature pass: {text}{cached_note}"
+
+
+def _trial_estimates(plan: Plan, estimate: Estimate, budget_s: float) -> None:
     try:
-        from ..training.plan import PlannedTrial
+        from ..training.plan import PlannedTrial, apply_estimates
         from ..training.registry import get_trial, known_trial_names
 
         plan.trials = [PlannedTrial(name) for name in known_trial_names()]
@@ -106,17 +212,93 @@ def estimate_training(
         ]
     except (ImportError, MissingDependencyError) as exc:  # the portal may run without the [train] extra
         estimate.trials_note = f"Trial estimates need the training extra ({exc}); the run plans them itself."
-    _accuracy_band(session, estimate, fingerprint)
-    return estimate
+
+
+def _outputs(plan: Plan, budget_s: float) -> tuple[str, ...]:
+    """The arrays the trainer's feature pass would compute for this plan (``Search._needs``)."""
+    from ..training.feature_pass import ARRAYS
+    from ..training.registry import get_trial, known_trial_names
+
+    left = max(0.0, budget_s - plan.feature_seconds)
+    needs: set[str] = set()
+    for name in known_trial_names():
+        trial = get_trial(name)
+        if trial.estimate(plan, left) is not None:
+            needs |= set(trial.needs)
+    return tuple(name for name in ARRAYS if name in needs) or ("features",)
+
+
+def _timing(plan: Plan, facts: DataFacts, budget_s: float, paths: list[Path],
+            probe: bool) -> tuple[Timing | None, str]:
+    """The cached probe for this plan's pass, else a new probe (when allowed). (None, why) when neither."""
+    try:
+        outputs = _outputs(plan, budget_s)
+    except (ImportError, MissingDependencyError) as exc:
+        return None, f"the training extra is not installed: {exc}"
+    key = "|".join([socket.gethostname(), str(os.cpu_count()), plan.backbone, str(plan.feature_size),
+                    str(plan.scratch_pool), "+".join(outputs)])
+    with _probe_lock:
+        found = _read_probe(key)
+        if found is not None:
+            return found, ""
+        if not probe:
+            return None, "no probe has measured it yet"
+        if not paths:
+            return None, "no usable images to probe with"
+        try:
+            from ..training.feature_pass import time_feature_pass
+
+            with tempfile.TemporaryDirectory(prefix="mb-probe-") as tmp:
+                timed = time_feature_pass(plan.backbone, plan.feature_size, plan.scratch_pool, outputs, paths,
+                                          Path(tmp))
+        except (ImportError, MissingDependencyError) as exc:
+            return None, f"the training extra is not installed: {exc}"
+        except (ModelBuilderError, OSError, ValueError) as exc:  # an estimate must not fail on its probe
+            logger.warning("Feature-pass probe failed: %s", exc)
+            return None, f"the probe failed: {exc}"
+        found = Timing(timed.overhead_s, timed.rate, timed.images, time.time(), cached=False)
+        _write_probe(key, found)
+        return found, ""
+
+
+def _probe_cache() -> Path:
+    return settings.cache_dir() / PROBE_CACHE_FILE
+
+
+def _read_probe(key: str) -> Timing | None:
+    try:
+        entry = json.loads(_probe_cache().read_text(encoding="utf-8")).get(key)
+        if not isinstance(entry, dict) or time.time() - float(entry["measured_at"]) > PROBE_MAX_AGE_S:
+            return None
+        return Timing(float(entry["overhead_s"]), float(entry["rate"]), int(entry["images"]),
+                      float(entry["measured_at"]), cached=True)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _write_probe(key: str, timing: Timing) -> None:
+    path = _probe_cache()
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = entries if isinstance(entries, dict) else {}
+    except (OSError, ValueError):
+        entries = {}
+    entries[key] = {"overhead_s": timing.overhead_s, "rate": timing.rate, "images": timing.images,
+                    "measured_at": timing.measured_at}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(entries, indent=1, sort_keys=True))
+    except OSError as exc:  # next estimate probes again; not worth failing this one
+        logger.warning("Could not cache the feature-pass probe in %s: %s", path, exc)
 
 
 #: Completed runs looked at for a measured speed (newest first).
 SPEED_HISTORY = 20
 
 
-def _measured_speed(session: WorkspaceSession, backbone: str) -> tuple[float, str] | None:
+def _measured_speed(session: WorkspaceSession, backbone: str) -> RunSpeed | None:
     """The feature-pass speed (measured / reference rate) that the newest completed run of this backbone
-    measured on a large enough pass (its plan.json ``speed``; 1.0: it did not measure), and its run id."""
+    measured on a large enough pass (its plan.json ``speed``; 1.0: it did not measure)."""
     try:
         runs = run_service.list_runs(session, statuses=[RunStatus.COMPLETED], limit=SPEED_HISTORY)
     except ModelBuilderError:
@@ -130,8 +312,22 @@ def _measured_speed(session: WorkspaceSession, backbone: str) -> tuple[float, st
             continue
         speed = plan.get("speed")
         if isinstance(speed, (int, float)) and speed > 0 and speed != 1.0:
-            return float(speed), run.id
+            size, seconds = plan.get("feature_size"), plan.get("feature_seconds")
+            return RunSpeed(run.id, float(speed), size if isinstance(size, int) else None,
+                            float(seconds) if isinstance(seconds, (int, float)) and seconds > 0 else None)
     return None
+
+
+def _run_scale(run: RunSpeed, size: int, overhead_s: float) -> float | None:
+    """The run's speed without the fixed overhead its recorded pass included (the trainer divides all of
+    the pass's time by the images), at this resolution; None when it cannot be corrected here."""
+    if run.feature_size != size:
+        return run.speed  # another resolution: the overhead measured now is not the one it paid
+    if run.feature_seconds is None:
+        return run.speed
+    if run.feature_seconds <= overhead_s * 1.1:  # the run was mostly overhead: its rate says little
+        return None
+    return run.speed * run.feature_seconds / (run.feature_seconds - overhead_s)
 
 
 def _cached_features(backbone: str, size: int, hashes: list[str]) -> int:

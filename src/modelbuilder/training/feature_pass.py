@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..data import ImageItem
-from .backbones import get_backbone_spec, split_backbone
+from .backbones import create_backbone, get_backbone_spec, split_backbone
 from .features import extract_cached, feature_cache_for, run_onnx_outputs
 from .onnx_export import export_onnx, ort_session
 from .plan import Plan, feature_rate, make_plan
@@ -141,3 +141,48 @@ def extract(plan: Plan, parts: BackboneParts, items: list[ImageItem], needs: set
         progress=lambda d, t: reporter.progress("features", d, t), should_stop=reporter.should_stop,
     )
     return arrays, computed
+
+
+@dataclass(frozen=True)
+class PassTiming:
+    """A short feature pass, timed the way ``extract`` spends its time (the portal's estimate probe)."""
+
+    overhead_s: float  # ONNX export + onnxruntime session start + the first batch's warm-up excess
+    rate: float  # images/s after the first batch (decoding included)
+    images: int  # images timed for the rate
+
+
+#: The probe featurizes a first batch (its warm-up excess counts as overhead), then up to this many more
+#: images, fewer when a batch is slow (the timed part stays near PROBE_SECONDS).
+PROBE_TIMED_IMAGES = 48
+PROBE_SECONDS = 2.0
+_BATCH = 16  # run_onnx_outputs' batch size
+
+
+def time_feature_pass(backbone: str, size: int, pool: int | None, outputs: tuple[str, ...],
+                      paths: list[Path], tmp: Path, weights: str | None = None) -> PassTiming:
+    """Time ``extract``'s code path (export, session, ``run_onnx_outputs``) on a few of ``paths`` (cycled
+    when there are fewer), without touching the feature cache.
+
+    Raises: ModelBuilderError (weights, export) as training would.
+    """
+    if not paths:
+        raise ValueError("time_feature_pass needs at least one image")
+    model = create_backbone(backbone, pretrained=True, weights=weights).eval()
+    stem, tail, _ = split_backbone(backbone, model, size)
+    spec = get_backbone_spec(backbone).preprocessing(size)
+    started = time.monotonic()
+    session = ort_session(export_onnx(CachedOutputs(stem, tail, pool, outputs), size, tmp / "probe.onnx",
+                                      output_names=outputs))
+    first = [paths[i % len(paths)] for i in range(_BATCH)]
+    batch_started = time.monotonic()
+    run_onnx_outputs(session, first, spec, list(outputs))
+    first_s = time.monotonic() - batch_started
+    setup_s = batch_started - started
+    # A first batch slower than PROBE_SECONDS / 3 leaves room for one timed batch only.
+    batches = max(1, min(PROBE_TIMED_IMAGES // _BATCH, int(PROBE_SECONDS / max(first_s, 1e-6))))
+    timed = [paths[(_BATCH + i) % len(paths)] for i in range(batches * _BATCH)]
+    timed_started = time.monotonic()
+    run_onnx_outputs(session, timed, spec, list(outputs))
+    rate = len(timed) / max(time.monotonic() - timed_started, 1e-6)
+    return PassTiming(overhead_s=setup_s + max(0.0, first_s - _BATCH / rate), rate=rate, images=len(timed))
