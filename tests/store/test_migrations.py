@@ -254,7 +254,8 @@ def test_computes_of_a_revision_0003_workspace_gain_an_empty_token_ref(
     with SqlAlchemyStore(url) as store:
         old = store.get_compute("old-ray")
         assert (old.address, old.state.value, old.token_ref) == ("http://127.0.0.1:8265", "Succeeded", None)
-        assert store.create_compute("new-ray", size="Standard_F2s_v2", backend="ray", token_ref="MB_T").token_ref
+        new = store.create_compute("new-ray", size="Standard_F2s_v2", backend="ray", token_ref="MB_T")
+        assert store.get_compute(new.name).token_ref == "MB_T"
     assert _diff(url, STORE_SCHEMA) == []
     if store_backend == "sqlite":
         assert backup_path(tmp_path / "ws" / "workspace.db", "0003").is_file()
