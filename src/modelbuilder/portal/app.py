@@ -20,8 +20,9 @@ from fastapi.templating import Jinja2Templates
 from ..errors import InvalidParameterError, InvalidStateError
 from ..hints import command
 from ..names import check_workspace_name
+from ..services import workspaces as workspace_service
 from ..services.datasets import DEFAULT_LIMITS, UploadLimits
-from ..services.workspaces import Catalog
+from ..services.workspaces import CatalogSession
 from ..settings import DEFAULT_PORTAL_PORT, PORTAL_TOKEN_ENV, portal_access_token, portal_data_roots
 from .context import PortalState
 from .datasources import WizardState
@@ -98,7 +99,7 @@ def create_app(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORTAL_PORT,
     extra_hosts: Iterable[str] = (),
-    catalog: Catalog | None = None,
+    catalog: CatalogSession | None = None,
     identity: PortalIdentity | None = None,
     data_roots: Iterable[str | Path] | None = None,
     upload_limits: UploadLimits = DEFAULT_LIMITS,
@@ -134,7 +135,7 @@ def create_app(
     _check_access(host, token)
     policy = HostPolicy(host, port, extra_hosts)
     state = PortalState(workspace_name, policy, catalog)
-    if state.catalog.find_workspace(workspace_name) is None:
+    if workspace_service.find_workspace(workspace_name, catalog=state.catalog) is None:
         logger.warning("Workspace %s does not exist yet; the portal shows it once it does", workspace_name)
 
     @asynccontextmanager

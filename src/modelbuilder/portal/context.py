@@ -1,11 +1,13 @@
 """What one portal server holds: the catalog, the open workspaces, caches, its host policy and token.
 
-The portal is a presentation layer over the services, like the CLI: a workspace is opened with
-``services.workspaces.open_session`` on first use and kept for the server's life (SQLAlchemy pools are
-thread-safe; FastAPI runs our endpoints in a thread pool); runs are read, canceled and reaped through
-``services.runs``, so the cancel and lost-run rules are the CLI's own. Everything expensive to rebuild
-(parsed evaluations, prediction engines, thumbnails) is cached with the file's mtime and size in the key,
-so a rewritten file is read again.
+The portal is a presentation layer over the services, like the CLI: the catalog is held open
+(``services.workspaces.open_catalog``) and a workspace is opened with ``services.workspaces.open_session``
+on first use and kept for the server's life (SQLAlchemy pools are thread-safe; FastAPI runs our endpoints
+in a thread pool); every read and write passes these sessions to a ``services`` function (runs are read,
+canceled and reaped through ``services.runs``, so the cancel and lost-run rules are the CLI's own). No
+portal module calls a store itself: ``tests/portal/test_portal_layering.py`` checks it. Everything
+expensive to rebuild (parsed evaluations, prediction engines, thumbnails) is cached with the file's mtime
+and size in the key, so a rewritten file is read again.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from typing import Any, Generic, TypeVar
 
 from fastapi import Request
 
-from ..artifacts import LocalArtifactStore
 from ..entities import Run, Workspace
-from ..errors import ArtifactNotFoundError, InvalidParameterError, ModelBuilderError
+from ..errors import ArtifactNotFoundError, ModelBuilderError
+from ..services import artifacts as artifact_service
 from ..services import runs as run_service
-from ..services.workspaces import Catalog, MetadataStore, WorkspaceSession, open_session
+from ..services import workspaces as workspace_service
+from ..services.workspaces import CatalogSession, WorkspaceSession
 from .security import HostPolicy, new_csrf_token
 
 logger = logging.getLogger(__name__)
@@ -93,14 +96,14 @@ class PortalState:
     Args:
         workspace: the workspace the portal was started for (the home page starts there).
         policy: which Host headers and origins name this portal.
-        catalog: the machine's catalog (default: the one under MODELBUILDER_HOME).
+        catalog: the machine's catalog, held open (default: the one under MODELBUILDER_HOME).
     """
 
-    def __init__(self, workspace: str, policy: HostPolicy, catalog: Catalog | None = None) -> None:
+    def __init__(self, workspace: str, policy: HostPolicy, catalog: CatalogSession | None = None) -> None:
         self.default_workspace = workspace
         self.policy = policy
         self.csrf_token = new_csrf_token()
-        self.catalog = catalog if catalog is not None else Catalog()
+        self.catalog = catalog if catalog is not None else workspace_service.open_catalog()
         self._owns_catalog = catalog is None
         self._sessions: dict[str, WorkspaceSession] = {}
         self._reaped_at: dict[str, float] = {}
@@ -119,7 +122,7 @@ class PortalState:
         Raises:
             WorkspaceNotFoundError: none has this name.
         """
-        return self.catalog.get_workspace(name)
+        return workspace_service.get_workspace(name, catalog=self.catalog)
 
     def session(self, name: str) -> WorkspaceSession:
         """The open workspace (``services.workspaces.open_session``, as the CLI gets it), opened once; lost
@@ -133,18 +136,10 @@ class PortalState:
         with self._lock:
             opened = self._sessions.get(key)
             if opened is None:
-                opened = open_session(workspace)
+                opened = workspace_service.open_session(workspace)
                 self._sessions[key] = opened
         self.reap(opened)
         return opened
-
-    def store(self, name: str) -> MetadataStore:
-        """The metadata store of a workspace's session (see ``session``).
-
-        Raises:
-            WorkspaceNotFoundError: none has this name.
-        """
-        return self.session(name).store
 
     def reap(self, session: WorkspaceSession, *, now: float | None = None) -> None:
         """Mark the workspace's lost runs ``Failed (process lost)``, at most every ``REAP_INTERVAL_S``.
@@ -167,14 +162,6 @@ class PortalState:
         except Exception as exc:  # a read must never fail because the reaper could not do its part
             logger.warning("Reaping lost runs of workspace %s failed: %s", session.name, exc, exc_info=True)
 
-    def artifacts(self, name: str) -> LocalArtifactStore:
-        """The artifact store of a workspace.
-
-        Raises:
-            WorkspaceNotFoundError: none has this name.
-        """
-        return self.session(name).artifacts
-
     def run(self, workspace: str, run_id: str) -> Run:
         """A run of a workspace by id or unique id prefix.
 
@@ -187,10 +174,7 @@ class PortalState:
 
     def artifact_path(self, workspace: str, run_id: str, name: str) -> Path | None:
         """The real path of a run's artifact, or None when the run has no such (safe) file."""
-        try:
-            return self.artifacts(workspace).resolve(run_id, name)
-        except (ArtifactNotFoundError, InvalidParameterError):
-            return None
+        return artifact_service.find_artifact_path(self.session(workspace), run_id, name)
 
     def evaluation(self, workspace: str, run_id: str) -> dict[str, Any] | None:
         """The run's parsed evaluation.json, or None when it has none.

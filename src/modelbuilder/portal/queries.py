@@ -10,6 +10,7 @@ from ..entities import Metric, Run
 from ..errors import InvalidParameterError, ModelBuilderError
 from ..services import experiments as experiment_service
 from ..services import runs as run_service
+from ..services import workspaces as workspace_service
 from .context import EVALUATION_NAME, MODEL_BUNDLE_NAME, PortalState
 from .schemas import (
     ExperimentOut,
@@ -147,9 +148,7 @@ def get_experiment(state: PortalState, workspace: str, name: str) -> ExperimentO
     Raises:
         WorkspaceNotFoundError, ExperimentNotFoundError: no such workspace or experiment.
     """
-    session = state.session(workspace)
-    found = session.store.get_experiment(name)
-    summary = next(s for s in experiment_service.list_experiments(session) if s.experiment.id == found.id)
+    summary = experiment_service.get_experiment_summary(state.session(workspace), name)
     return experiment_out(workspace, summary)
 
 
@@ -171,9 +170,7 @@ class WorkspaceTree:
 def home_tree(state: PortalState) -> list[tuple[ResourceGroupOut, list[WorkspaceTree]]]:
     """Resource groups -> workspaces -> experiments; a workspace whose store fails shows its error."""
     tree = []
-    workspaces = state.catalog.list_workspaces()
-    for group in state.catalog.list_resource_groups():
-        held = [w for w in workspaces if w.resource_group.lower() == group.name.lower()]
+    for group, held in workspace_service.list_resource_groups(catalog=state.catalog):
         rows = []
         for workspace in held:
             try:

@@ -17,11 +17,10 @@ from typing import Any
 
 from PIL import Image
 
-from ..artifacts import LocalArtifactStore
 from ..data.detect import HEAD_BYTES, describe_non_image, sniff_image_format
-from ..entities import Artifact
 from ..errors import ImageError
 from ..pipeline.preprocess import ImageDecodeError, open_image
+from ..services.artifacts import RunFile
 from .errors import PortalHTTPError
 from .schemas import (
     ArtifactOut,
@@ -57,33 +56,23 @@ def _classify(path: str) -> tuple[int, str, str]:
     return len(_KNOWN_FILES), "file", path
 
 
-def list_run_files(
-    workspace: str, run_id: str, artifacts: LocalArtifactStore, records: Iterable[Artifact]
-) -> list[ArtifactOut]:
-    """The run's files (known outputs first), with the recorded sha256 where there is a record."""
-    recorded = {record.path: record for record in records}
+def list_run_files(workspace: str, run_id: str, files: Iterable[RunFile]) -> list[ArtifactOut]:
+    """The run's files (``services.artifacts.list_run_files``) as the run page lists them: known outputs
+    first, each with its kind, title and download URL."""
     found = []
-    for path in artifacts.list_files(run_id):
-        record = recorded.get(path)
-        if record is not None:
-            size = record.size
-        else:
-            try:
-                size = artifacts.resolve(run_id, path).stat().st_size
-            except (OSError, LookupError, ValueError):
-                continue  # vanished, or a link out of the run folder
-        order, kind, title = _classify(path)
+    for file in files:
+        order, kind, title = _classify(file.path)
         found.append(
             (
                 order,
-                path,
+                file.path,
                 ArtifactOut(
-                    path=path,
-                    size=size,
-                    sha256=None if record is None else record.sha256,
+                    path=file.path,
+                    size=file.size,
+                    sha256=file.sha256,
                     kind=kind,
                     title=title,
-                    url=artifact_url(workspace, run_id, path),
+                    url=artifact_url(workspace, run_id, file.path),
                 ),
             )
         )

@@ -39,3 +39,13 @@ def get_experiment(session: WorkspaceSession, name: str) -> tuple[Experiment, li
     """
     experiment = session.store.get_experiment(name)
     return experiment, session.store.list_runs(experiment.id, parent_run_id=None, limit=None)
+
+
+def get_experiment_summary(session: WorkspaceSession, name: str) -> ExperimentSummary:
+    """An experiment with its number of runs and its latest run (what ``list_experiments`` gives for it).
+
+    Raises:
+        ExperimentNotFoundError: no experiment has this name.
+    """
+    found = session.store.get_experiment(name)
+    return next(s for s in session.store.list_experiments() if s.experiment.id == found.id)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +97,49 @@ def open_session(workspace: Workspace) -> WorkspaceSession:
     return WorkspaceSession(workspace, store, artifacts)
 
 
+# --- the catalog ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CatalogSession:
+    """This machine's catalog (resource groups and workspaces), held open by a long-lived process.
+
+    A command opens the catalog for each call; the portal reads it on every request, so it opens one
+    ``CatalogSession`` (``open_catalog``) and passes it as ``catalog=`` to the functions below. Close it
+    when done.
+    """
+
+    catalog: Catalog
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> CatalogSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_catalog() -> CatalogSession:
+    """Open this machine's catalog (``$MODELBUILDER_HOME/catalog.db``) for many reads.
+
+    Raises:
+        SchemaVersionError: the catalog was written by a newer modelbuilder.
+    """
+    return CatalogSession(Catalog())
+
+
+@contextmanager
+def _catalog(held: CatalogSession | None) -> Iterator[Catalog]:
+    """The held catalog, or one opened for this call only."""
+    if held is not None:
+        yield held.catalog
+        return
+    with Catalog() as catalog:
+        yield catalog
+
+
 # --- resource groups ------------------------------------------------------------------------------
 
 
@@ -109,10 +154,12 @@ def create_resource_group(name: str) -> ResourceGroup:
         return catalog.create_resource_group(name)
 
 
-def list_resource_groups() -> list[tuple[ResourceGroup, list[Workspace]]]:
+def list_resource_groups(
+    *, catalog: CatalogSession | None = None
+) -> list[tuple[ResourceGroup, list[Workspace]]]:
     """Every resource group with its workspaces, by name."""
-    with Catalog() as catalog:
-        return [(group, catalog.list_workspaces(group.name)) for group in catalog.list_resource_groups()]
+    with _catalog(catalog) as found:
+        return [(group, found.list_workspaces(group.name)) for group in found.list_resource_groups()]
 
 
 def get_resource_group(name: str) -> tuple[ResourceGroup, list[Workspace]]:
@@ -247,20 +294,28 @@ def upgrade_workspace(name: str) -> tuple[str, str]:
     return previous, STORE_SCHEMA.head
 
 
-def get_workspace(name: str) -> Workspace:
+def get_workspace(name: str, *, catalog: CatalogSession | None = None) -> Workspace:
     """The workspace with this name.
 
     Raises:
         WorkspaceNotFoundError: none has this name.
     """
-    with Catalog() as catalog:
-        return catalog.get_workspace(name)
+    with _catalog(catalog) as found:
+        return found.get_workspace(name)
 
 
-def list_workspaces(resource_group: str | None = None) -> list[Workspace]:
+def find_workspace(name: str, *, catalog: CatalogSession | None = None) -> Workspace | None:
+    """The workspace with this name, or None."""
+    with _catalog(catalog) as found:
+        return found.find_workspace(name)
+
+
+def list_workspaces(
+    resource_group: str | None = None, *, catalog: CatalogSession | None = None
+) -> list[Workspace]:
     """Workspaces by name, all or those of one resource group."""
-    with Catalog() as catalog:
-        return catalog.list_workspaces(resource_group)
+    with _catalog(catalog) as found:
+        return found.list_workspaces(resource_group)
 
 
 def resolve_workspace(name: str | None = None) -> Workspace:

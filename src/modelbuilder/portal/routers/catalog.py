@@ -9,6 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from ...compute.sizes import list_sizes
 from ...errors import InvalidParameterError
+from ...services import computes as compute_service
+from ...services import runs as run_service
+from ...services import workspaces as workspace_service
 from ..context import PortalState, get_state
 from ..identity import SERVICE_NAME, PortalIdentity
 from ..queries import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, get_experiment, home_tree, list_experiment_runs
@@ -56,7 +59,7 @@ def health(state: State, request: Request) -> HealthOut:
         home=identity.home,
         instance=identity.instance,
         port=identity.port,
-        workspaces=[found.name for found in state.catalog.list_workspaces()],
+        workspaces=[found.name for found in workspace_service.list_workspaces(catalog=state.catalog)],
     )
 
 
@@ -69,7 +72,7 @@ def resource_groups(state: State) -> list[ResourceGroupOut]:
 @router.get("/workspaces", response_model=list[WorkspaceOut], tags=["catalog"])
 def workspaces(state: State) -> list[WorkspaceOut]:
     """Every workspace of this machine."""
-    return [workspace_out(w) for w in state.catalog.list_workspaces()]
+    return [workspace_out(w) for w in workspace_service.list_workspaces(catalog=state.catalog)]
 
 
 @router.get("/workspaces/{workspace}", response_model=WorkspaceDetailOut, tags=["catalog"])
@@ -126,20 +129,20 @@ def compare(
             f"Comparing needs two to four runs. Got {len(run)}.",
             hint="Pass ?run=ID&run=ID, or tick two runs on the experiment page and press Compare.",
         )
-    store = state.store(workspace)
-    return compare_runs(workspace, [store.get_run(run_id) for run_id in run])
+    session = state.session(workspace)
+    return compare_runs(workspace, [run_service.get_run(session, run_id) for run_id in run])
 
 
 @router.get("/workspaces/{workspace}/computes", response_model=list[ComputeOut], tags=["computes"])
 def computes(workspace: str, state: State) -> list[ComputeOut]:
     """The workspace's computes with their size's specs; Failed ones with their error and fixes."""
-    return [compute_out(c) for c in state.store(workspace).list_computes()]
+    return [compute_out(c) for c in compute_service.list_computes(state.session(workspace))]
 
 
 @router.get("/workspaces/{workspace}/computes/{name}", response_model=ComputeOut, tags=["computes"])
 def compute(workspace: str, name: str, state: State) -> ComputeOut:
     """One compute."""
-    return compute_out(state.store(workspace).get_compute(name))
+    return compute_out(compute_service.get_compute(state.session(workspace), name))
 
 
 @router.get("/compute-sizes", response_model=list[SizeSpecOut], tags=["computes"])

@@ -11,6 +11,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from ...errors import InvalidParameterError
+from ...services import artifacts as artifact_service
+from ...services import computes as compute_service
+from ...services import runs as run_service
 from ..charts import trial_charts
 from ..context import PortalState, get_state
 from ..queries import (
@@ -141,8 +144,8 @@ def compare_page(
             f"Comparing needs two to four runs; {len(run)} selected.",
             hint="Go back, tick two runs in the table, and press Compare.",
         )
-    store = state.store(workspace)
-    runs = [store.get_run(run_id) for run_id in run]
+    session = state.session(workspace)
+    runs = [run_service.get_run(session, run_id) for run_id in run]
     ws = workspace_out(state.workspace(workspace))
     experiment = runs[0].experiment
     return render(
@@ -165,7 +168,7 @@ def compare_page(
 @router.get("/workspaces/{workspace}/computes")
 def computes_page(workspace: str, request: Request, state: State) -> Response:
     ws = workspace_out(state.workspace(workspace))
-    computes = [compute_out(c) for c in state.store(workspace).list_computes()]
+    computes = [compute_out(c) for c in compute_service.list_computes(state.session(workspace))]
     return render(
         request,
         "computes.html",
@@ -221,9 +224,8 @@ def _trials_context(state: PortalState, workspace: str, run: Any) -> dict[str, A
 
 def _results_context(state: PortalState, workspace: str, run: Any) -> dict[str, Any]:
     evaluation = state.evaluation(workspace, run.id)
-    files = list_run_files(
-        workspace, run.id, state.artifacts(workspace), state.store(workspace).list_artifacts(run.id)
-    )
+    on_disk = artifact_service.list_run_files(state.session(workspace), run.id)
+    files = list_run_files(workspace, run.id, on_disk)
     paths = {f.path for f in files}
     return {
         "evaluation": None if evaluation is None else evaluation_out(workspace, run.id, evaluation),

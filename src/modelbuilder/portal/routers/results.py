@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
 from ...errors import ArtifactNotFoundError, NotFoundError
+from ...services import artifacts as artifact_service
 from ..context import PortalState, get_state
 from ..results import (
     DEFAULT_THUMBNAIL_SIZE,
@@ -52,15 +53,15 @@ def _evaluation(state: PortalState, workspace: str, run_id: str) -> tuple[str, d
 def artifacts(workspace: str, run_id: str, state: State) -> list[ArtifactOut]:
     """The run's files (model, label map, MLModel.zip, generated code, evaluation, log) with download URLs."""
     run = state.run(workspace, run_id)
-    records = state.store(workspace).list_artifacts(run.id)
-    return list_run_files(workspace, run.id, state.artifacts(workspace), records)
+    on_disk = artifact_service.list_run_files(state.session(workspace), run.id)
+    return list_run_files(workspace, run.id, on_disk)
 
 
 @router.get("/artifacts/{path:path}", response_class=FileResponse)
 def download(workspace: str, run_id: str, path: str, state: State) -> FileResponse:
     """Download one of the run's files. Only files inside the run's artifact folder are served."""
     run = state.run(workspace, run_id)
-    real = state.artifacts(workspace).resolve(run.id, path)
+    real = artifact_service.artifact_path(state.session(workspace), run.id, path)
     return FileResponse(real, filename=real.name, media_type=None, content_disposition_type="attachment")
 
 

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 from ...codegen.snippets import consume_snippets
 from ...errors import ArtifactNotFoundError
 from ...hints import command, short_id
+from ...services import artifacts as artifact_service
 from ...services import computes as compute_service
 from ...services import datasets as dataset_service
 from ...training.backbone_spec import list_backbones
@@ -85,8 +86,8 @@ def _project_name(paths: list[str]) -> str | None:
 @router.get("/workspaces/{workspace}/runs/{run_id}/consume")
 def consume_page(workspace: str, run_id: str, request: Request, state: State) -> Response:
     run, detail = get_run_detail(state, workspace, run_id)
-    files = list_run_files(workspace, run.id, state.artifacts(workspace),
-                           state.store(workspace).list_artifacts(run.id))
+    on_disk = artifact_service.list_run_files(state.session(workspace), run.id)
+    files = list_run_files(workspace, run.id, on_disk)
     by_path = {f.path: f for f in files}
     name = _project_name(list(by_path))
     downloads: list[dict[str, Any]] = []
