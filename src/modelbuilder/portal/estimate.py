@@ -38,6 +38,7 @@ from .. import settings
 from ..entities import RunStatus
 from ..errors import MissingDependencyError, ModelBuilderError
 from ..fileio import atomic_write_text
+from ..services import artifacts as artifact_service
 from ..services import runs as run_service
 from ..services.workspaces import WorkspaceSession
 from .datasources import Preview
@@ -305,7 +306,8 @@ def _measured_speed(session: WorkspaceSession, backbone: str) -> RunSpeed | None
         return None
     for run in runs:
         try:
-            plan = json.loads(session.artifacts.resolve(run.id, PLAN_FILE).read_text(encoding="utf-8"))
+            path = artifact_service.artifact_path(session, run.id, PLAN_FILE)
+            plan = json.loads(path.read_text(encoding="utf-8"))
         except (ModelBuilderError, OSError, ValueError):
             continue
         if not isinstance(plan, dict) or plan.get("backbone") != backbone:
