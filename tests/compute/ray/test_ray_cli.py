@@ -23,7 +23,7 @@ from modelbuilder.compute.job import WorkerRecord
 from modelbuilder.compute.ray.cluster import RayCluster
 from modelbuilder.compute.ray.events import split_log
 from modelbuilder.compute.ray.follow import FOLLOWER_RECORD
-from modelbuilder.compute.ray.jobs import FORWARD_ENV, job_logs, submission_id
+from modelbuilder.compute.ray.jobs import FORWARD_ENV, JobState, get_job, job_logs, submission_id
 from modelbuilder.entities import RunStatus
 from modelbuilder.services import open_workspace, runs, submit_training
 from modelbuilder.services.workspaces import WorkspaceSession
@@ -169,8 +169,15 @@ def test_a_job_the_cluster_forgot_fails_the_run_with_that_reason(
     while not client.get_job_status(submission_id(run_id)).is_terminal() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert client.delete_job(submission_id(run_id))  # as after a cluster restart: the job is gone
-    reaped = runs.reap_lost_runs(session)
-    assert [run.id for run in reaped] == [run_id]
+    while get_job(client, run_id).state is not JobState.UNKNOWN:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    # Any view of the run reconciles it (the reaper, or a follower restarted meanwhile) within seconds.
+    while not session.store.get_run(run_id).status.is_terminal:
+        assert time.monotonic() < deadline
+        runs.reap_lost_runs(session)
+        time.sleep(0.5)
+    assert session.store.get_run(run_id).status is RunStatus.FAILED
     error = session.store.get_run(run_id).error
     assert error is not None
     assert f"the Ray cluster no longer knows Ray job {submission_id(run_id)}" in error.message

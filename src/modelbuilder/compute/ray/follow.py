@@ -34,6 +34,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import psutil
+
 from ... import hints
 from ...artifacts import open_artifact_store
 from ...entities import RunError, RunStatus
@@ -41,7 +43,7 @@ from ...errors import InvalidStateError
 from ...fileio import atomic_write_text
 from ...store import lifecycle, open_store
 from ...store.base import MetadataStore
-from ..job import RunFolders, TrainingJob
+from ..job import RunFolders, TrainingJob, WorkerRecord
 from ..outputs import result_from_dict
 from ..sizes import get_size
 from ..store_reporter import StoreReporter
@@ -281,7 +283,8 @@ class Follower:
             lifecycle.end_canceled(self.store, self.run_id)
             return 0
         if state is JobState.UNKNOWN:
-            forgotten = f"the Ray cluster no longer knows job {submission_id(self.run_id)}"
+            job = f"Ray job {submission_id(self.run_id)} on {self.cluster.address}"
+            forgotten = f"the Ray cluster no longer knows {job}"  # as RayWorkerHandle says it
             raise JobError(
                 lifecycle.lost_error(self.run_id, f"{forgotten} (it restarted, or the job was deleted)")
             )
@@ -338,6 +341,11 @@ def follow_run(spec: FollowSpec) -> int:
     if lock is None:
         logger.info("Run %s is followed by another process already", job.run_id)
         return 0
+    # The lock holder is the follower: its record names it, even when two were started at once.
+    me = psutil.Process()
+    WorkerRecord(job.run_id, me.pid, create_time=me.create_time(), backend="ray").save(
+        folders.state_dir / FOLLOWER_RECORD
+    )
     store = open_store(job.store_url, job.workspace)
     try:
         worker = Worker(job, store, open_artifact_store(job.artifact_root))
