@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ..data import ImageItem
 from .backbones import create_backbone, get_backbone_spec, split_backbone
-from .features import extract_cached, feature_cache_for, run_onnx_outputs
+from .features import FeatureCache, extract_cached, feature_cache_for, run_onnx_outputs
 from .onnx_export import export_onnx, ort_session
 from .plan import Plan, feature_rate, make_plan
 from .reporter import Reporter
@@ -30,6 +30,8 @@ PROBE_MIN_MISSING = 1500
 FEATURE_SHARE_MAX = 0.45
 #: The arrays a feature pass can produce (what ``Trial.needs`` may name).
 ARRAYS = ("features", "stem", "small")
+#: How each array is cached.
+DTYPES: dict[str, type] = {"features": np.float32, "stem": np.float16, "small": np.float16}
 
 
 @dataclass
@@ -130,9 +132,8 @@ def extract(plan: Plan, parts: BackboneParts, items: list[ImageItem], needs: set
     if not outputs:
         return {}, 0
     spec = get_backbone_spec(plan.backbone).preprocessing(plan.feature_size)
-    dtypes = {"features": np.float32, "stem": np.float16, "small": np.float16}
     names = {"features": "features", "stem": f"stem{parts.stride}", "small": f"pool{plan.scratch_pool}"}
-    caches = {name: feature_cache_for(plan.backbone, parts.weights_id, spec, names[name], dtypes[name])
+    caches = {name: feature_cache_for(plan.backbone, parts.weights_id, spec, names[name], DTYPES[name])
               for name in outputs}
     onnx_path = export_onnx(CachedOutputs(parts.stem, parts.tail, plan.scratch_pool, outputs),
                             plan.feature_size, tmp / "f.onnx", output_names=outputs)
@@ -161,8 +162,8 @@ _BATCH = 16  # run_onnx_outputs' batch size
 
 def time_feature_pass(backbone: str, size: int, pool: int | None, outputs: tuple[str, ...],
                       paths: list[Path], tmp: Path, weights: str | None = None) -> PassTiming:
-    """Time ``extract``'s code path (export, session, ``run_onnx_outputs``) on a few of ``paths`` (cycled
-    when there are fewer), without touching the feature cache.
+    """Time ``extract``'s code path (export, session, ``extract_cached``) on a few of ``paths`` (cycled
+    when there are fewer), writing to throwaway caches under ``tmp``, never to the feature cache.
 
     Raises: ModelBuilderError (weights, export) as training would.
     """
@@ -174,15 +175,20 @@ def time_feature_pass(backbone: str, size: int, pool: int | None, outputs: tuple
     started = time.monotonic()
     session = ort_session(export_onnx(CachedOutputs(stem, tail, pool, outputs), size, tmp / "probe.onnx",
                                       output_names=outputs))
-    first = [paths[i % len(paths)] for i in range(_BATCH)]
-    batch_started = time.monotonic()
-    run_onnx_outputs(session, first, spec, list(outputs))
-    first_s = time.monotonic() - batch_started
-    setup_s = batch_started - started
-    # A first batch slower than PROBE_SECONDS / 3 leaves room for one timed batch only.
+    # extract's own call, writing to throwaway caches (writing the arrays is part of the pass's time).
+    caches = {name: FeatureCache(tmp / f"cache-{name}", DTYPES[name]) for name in outputs}
+
+    def run(start: int, count: int) -> float:
+        chosen = [paths[(start + i) % len(paths)] for i in range(count)]
+        began = time.monotonic()
+        extract_cached(session, chosen, [f"probe-{start + i}" for i in range(count)], spec, caches,
+                       batch_size=_BATCH)
+        return time.monotonic() - began
+
+    setup_s = time.monotonic() - started
+    first_s = run(0, _BATCH)
+    # A first batch slower than PROBE_SECONDS / 3 leaves room for fewer timed batches.
     batches = max(1, min(PROBE_TIMED_IMAGES // _BATCH, int(PROBE_SECONDS / max(first_s, 1e-6))))
-    timed = [paths[(_BATCH + i) % len(paths)] for i in range(batches * _BATCH)]
-    timed_started = time.monotonic()
-    run_onnx_outputs(session, timed, spec, list(outputs))
-    rate = len(timed) / max(time.monotonic() - timed_started, 1e-6)
-    return PassTiming(overhead_s=setup_s + max(0.0, first_s - _BATCH / rate), rate=rate, images=len(timed))
+    rate = batches * _BATCH / max(run(_BATCH, batches * _BATCH), 1e-6)
+    return PassTiming(overhead_s=setup_s + max(0.0, first_s - _BATCH / rate), rate=rate,
+                      images=batches * _BATCH)
