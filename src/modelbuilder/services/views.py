@@ -9,7 +9,6 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from .. import settings
 from ..entities import (
     Artifact,
     Compute,
@@ -21,6 +20,7 @@ from ..entities import (
     Workspace,
 )
 from ..store.engine import mask_url
+from .portal_links import portal_link
 
 
 def _time(value: datetime | None) -> str | None:
@@ -82,7 +82,11 @@ def size_view(size: ComputeSize) -> dict[str, Any]:
 
 
 def run_view(run: Run, workspace: str | None = None) -> dict[str, Any]:
-    """A run; ``metrics`` holds the latest value of each metric by name."""
+    """A run; ``metrics`` holds the latest value of each metric by name.
+
+    With ``workspace``, also its ``portal_url``: the run's page on a portal that serves this home, or None
+    when none runs, with ``portal_url_reason`` saying so and how to start one (see ``portal_links``).
+    """
     view: dict[str, Any] = {
         "id": run.id,
         "name": run.name,
@@ -105,7 +109,9 @@ def run_view(run: Run, workspace: str | None = None) -> dict[str, Any]:
     }
     if workspace is not None:
         view["workspace"] = workspace
-        view["portal_url"] = settings.portal_run_url(workspace, run.id)
+        link = portal_link(workspace)
+        view["portal_url"] = link.run_url(workspace, run.id)
+        view["portal_url_reason"] = link.reason
     return view
 
 
