@@ -17,7 +17,12 @@ import numpy as np
 import pytest
 
 from pg_server import PostgresServer, PostgresUnavailable
-from ray_head import ray_contract_compute, ray_fake_trainer, ray_head  # noqa: F401 - shared fixtures
+from ray_head import (  # noqa: F401 - shared fixtures
+    ray_contract_compute,
+    ray_fake_trainer,
+    ray_head,
+    ray_token_head,
+)
 
 
 def _free_port() -> int:

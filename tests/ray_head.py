@@ -9,16 +9,17 @@ replaced by a free one so the head never collides with another Ray on the machin
 The head runs ``ray start --block`` in its own session; stopping it signals exactly the processes of that
 session (found by session id), never ``ray stop``, which would stop every Ray on the machine.
 
-Fixtures (imported by ``tests/conftest.py``, so the ray tests and the backend contract suite share one
-head per test session): ``ray_head``, ``ray_fake_trainer``, ``ray_contract_compute``. Without the
-``[ray]`` extra, or when the head cannot start, the tests that need it are skipped with the reason shown
-(``-ra``); in CI (``CI=true``) that is a failure, never a silent skip.
+Fixtures (imported by ``tests/conftest.py``, so the ray tests and the backend contract suite share the
+heads of a test session): ``ray_head``, ``ray_token_head``, ``ray_fake_trainer``, ``ray_contract_compute``.
+Without the ``[ray]`` extra, or when a head cannot start, the tests that need it are skipped with the
+reason shown (``-ra``); in CI (``CI=true``) that is a failure, never a silent skip.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -236,6 +237,25 @@ def ray_head() -> Iterator[RayHead]:
         raise  # not reached: _unavailable always raises
     try:
         yield head
+    finally:
+        head.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_token_head() -> Iterator[tuple[RayHead, str]]:
+    """A second local head in Ray's token auth mode (2 CPUs), and its token; started on first use."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        _unavailable('Ray is not installed, so the Ray token tests cannot run: pip install -e ".[ray]"')
+    token = secrets.token_hex(16)
+    try:
+        head = start_ray_head(num_cpus=2, token=token)
+    except RayHeadError as exc:
+        _unavailable(f"The token-mode Ray head could not start: {exc}")
+        raise  # not reached
+    try:
+        yield head, token
     finally:
         head.stop()
 

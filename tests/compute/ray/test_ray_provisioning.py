@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import secrets
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,7 +11,7 @@ from modelbuilder.compute.ray.cluster import ClusterUnreachableError, RayCluster
 from modelbuilder.compute.ray.resources import NodeResources, cluster_fit_reason, read_nodes, size_fit_reason
 from modelbuilder.compute.sizes import get_size
 from modelbuilder.errors import InvalidParameterError
-from ray_head import RayHead, RayHeadError, free_ports, start_ray_head
+from ray_head import RayHead, free_ports
 
 ADDRESS = "http://10.0.0.5:8265"
 
@@ -96,22 +94,11 @@ def test_token_goes_only_into_the_header(monkeypatch: pytest.MonkeyPatch) -> Non
         cluster.headers()
 
 
-@pytest.fixture(scope="module")
-def token_head() -> Iterator[tuple[RayHead, str]]:
-    token = secrets.token_hex(16)
-    try:
-        head = start_ray_head(num_cpus=1, token=token)
-    except RayHeadError as exc:
-        pytest.fail(f"The token-mode Ray head could not start: {exc}", pytrace=False)
-    yield head, token
-    head.stop()
-
-
 @pytest.mark.slow
 def test_token_mode_head_needs_the_token_which_travels_only_in_the_header(
-    token_head: tuple[RayHead, str], monkeypatch: pytest.MonkeyPatch
+    ray_token_head: tuple[RayHead, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    head, token = token_head
+    head, token = ray_token_head
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     size = get_size("Standard_F2s_v2")
     refused = cluster_fit_reason(RayCluster(head.address), size)
@@ -121,11 +108,14 @@ def test_token_mode_head_needs_the_token_which_travels_only_in_the_header(
     assert wrong is not None and "refused the token in $MB_TEST_TOKEN" in wrong and token not in wrong
     monkeypatch.setenv("MB_TEST_TOKEN", token)
     with_token = RayCluster(head.address, "MB_TEST_TOKEN")
-    # Through the token, the answer is about resources: the token head has one CPU.
-    largest = f"the largest node of {head.address} has 1"
-    assert cluster_fit_reason(with_token, size) == f"Standard_F2s_v2 needs 2 vCPUs on one node; {largest}"
-    assert [n.cpus for n in read_nodes(with_token)] == [1.0]
-    assert with_token.job_client().list_jobs() == []
+    # Through the token, the answer is about resources: the token head has two CPUs.
+    assert cluster_fit_reason(with_token, size) is None
+    largest = f"the largest node of {head.address} has 2"
+    assert cluster_fit_reason(with_token, get_size("Standard_F4s_v2")) == (
+        f"Standard_F4s_v2 needs 4 vCPUs on one node; {largest}"
+    )
+    assert [n.cpus for n in read_nodes(with_token)] == [2.0]
+    assert isinstance(with_token.job_client().list_jobs(), list)  # the Jobs API answers through the header
 
 
 def test_a_silent_dashboard_times_out_instead_of_hanging() -> None:

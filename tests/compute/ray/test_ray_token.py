@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,21 +23,14 @@ from modelbuilder.errors import InvalidParameterError
 from modelbuilder.services import open_workspace, runs, submit_training
 from modelbuilder.services.computes import get_compute_spec
 from modelbuilder.store.engine import create_store_engine
-from ray_head import RayHead, RayHeadError, start_ray_head
+from ray_head import RayHead
 
 TOKEN_ENV = "MB_TEST_RAY_TOKEN"
 
 
-@pytest.fixture(scope="module")
-def token_head() -> Iterator[tuple[RayHead, str]]:
-    pytest.importorskip("ray")
-    token = secrets.token_hex(16)
-    try:
-        head = start_ray_head(num_cpus=2, token=token)
-    except RayHeadError as exc:
-        pytest.fail(f"The token-mode Ray head could not start: {exc}", pytrace=False)
-    yield head, token
-    head.stop()
+@pytest.fixture
+def token_head(ray_token_head: tuple[RayHead, str]) -> tuple[RayHead, str]:
+    return ray_token_head  # the session's token-mode head (tests/ray_head.py), shared with other tests
 
 
 def cli(*args: str) -> Result:
