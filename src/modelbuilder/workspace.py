@@ -27,6 +27,7 @@ from .compute.spec import ComputeSpec
 from .entities import Metric, RunStatus
 from .errors import AlreadyExistsError, InvalidStateError, TrainingError
 from .portal.launcher import portal_run_url, portal_workspace_url
+from .services import artifacts as artifact_service
 from .services import computes as compute_service
 from .services import runs as run_service
 from .services import workspaces as workspace_service
@@ -342,10 +343,10 @@ class Run:
     def get_details(self) -> dict[str, Any]:
         """The run as a dict (``modelbuilder run show --json``): status, params, metrics, error, children,
         artifacts, portal URL."""
-        store = self.workspace.session.store
+        session = self.workspace.session
         view = run_view(self.entity, self.workspace.name)
-        view["children"] = [run_view(child) for child in store.list_child_runs(self.id)]
-        view["artifacts"] = [artifact_view(a) for a in store.list_artifacts(self.id)]
+        view["children"] = [run_view(child) for child in run_service.list_trials(session, self.id)]
+        view["artifacts"] = [artifact_view(a) for a in artifact_service.list_artifacts(session, self.id)]
         return view
 
     def get_logs(self, tail: int | None = None) -> list[str]:

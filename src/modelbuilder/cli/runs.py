@@ -11,6 +11,7 @@ import typer
 
 from .. import hints
 from ..entities import Run, RunStatus
+from ..services import artifacts as artifact_service
 from ..services import runs as service
 from ..services.replay import find_recorded_plan
 from ..services.views import artifact_view, run_view
@@ -108,9 +109,9 @@ def run_show(run_id: str, workspace: WorkspaceOption = None, json_: JsonOption =
         service.reap_lost_runs(session)
         run = service.get_run(session, run_id)
         view = run_view(run, session.name)
-        children = session.store.list_child_runs(run.id)
+        children = service.list_trials(session, run.id)
         view["children"] = [run_view(child) for child in children]
-        view["artifacts"] = [artifact_view(a) for a in session.store.list_artifacts(run.id)]
+        view["artifacts"] = [artifact_view(a) for a in artifact_service.list_artifacts(session, run.id)]
         view["plan"] = find_recorded_plan(session, run.id)
     if json_:
         print_json(view)
