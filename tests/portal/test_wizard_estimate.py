@@ -16,7 +16,6 @@ from portal_fixtures import BASE_URL, PortalWorld, csrf_headers
 from wizard_fixtures import API, image_files, wizard_app, zip_bytes
 
 from modelbuilder import settings
-from modelbuilder.errors import ExportError
 from modelbuilder.portal import estimate as estimate_module
 from modelbuilder.training import feature_pass
 from modelbuilder.training.feature_pass import PassTiming
@@ -35,13 +34,13 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, tuple[str, .
     """Every probe made (backbone, size, outputs, paths given); each measures OVERHEAD_S and RATE."""
     made: list[tuple[str, int, tuple[str, ...], int]] = []
 
-    def fake(backbone: str, size: int, pool: int | None, outputs: tuple[str, ...], paths: list[Path],
-             tmp: Path, weights: str | None = None) -> PassTiming:
+    def fake(backbone: str, size: int, pool: int | None, outputs: tuple[str, ...],
+             paths: list[Path]) -> PassTiming:
         assert all(p.is_file() for p in paths)  # the data's own images
         made.append((backbone, size, outputs, len(paths)))
         return PassTiming(overhead_s=OVERHEAD_S, rate=RATE, images=32)
 
-    monkeypatch.setattr(feature_pass, "time_feature_pass", fake)
+    monkeypatch.setattr(estimate_module, "_run_probe", fake)
     return made
 
 
@@ -109,9 +108,9 @@ def test_an_earlier_runs_speed_is_used_without_the_overhead_it_included(
 def test_when_nothing_can_be_measured_the_page_says_the_overhead_is_missing(
         wclient: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     def failing(*args: object, **kwargs: object) -> PassTiming:
-        raise ExportError("Exporting the model to ONNX failed: boom", hint="report it")
+        raise estimate_module.ProbeFailed("the probe failed: Exporting the model to ONNX failed: boom")
 
-    monkeypatch.setattr(feature_pass, "time_feature_pass", failing)
+    monkeypatch.setattr(estimate_module, "_run_probe", failing)
     body = _estimate(wclient)
     assert body["speed_source"] == "reference" and body["overhead_seconds"] is None
     assert "reference rates" in body["feature_method"] and "the probe failed" in body["feature_method"]
@@ -133,3 +132,43 @@ def test_the_real_probe_times_the_trainers_pass_without_filling_the_feature_cach
     assert timed.images % 16 == 0 and 16 <= timed.images <= feature_pass.PROBE_TIMED_IMAGES  # cycles 6 images
     spec = get_backbone_spec("test_tiny").preprocessing(32)
     assert len(feature_cache_for("test_tiny", "random", spec, "features")) == 0
+
+
+def test_the_probe_runs_in_a_fresh_process_and_reports_its_failures(tmp_path: Path) -> None:
+    """A fresh interpreter, as the trainer's worker: its first ONNX export is the one the trainer pays."""
+    from factories import make_image_folder
+
+    paths = sorted(make_image_folder(tmp_path / "data", classes=2, per_class=2, size=24).rglob("*.png"))
+    timed = estimate_module._run_probe("test_tiny", 32, None, ("features",), paths)
+    assert timed.overhead_s > 0 and timed.rate > 0 and timed.images >= 16
+    with pytest.raises(estimate_module.ProbeFailed, match="the probe failed: .*no_such_backbone"):
+        estimate_module._run_probe("no_such_backbone", 32, None, ("features",), paths)
+
+
+@pytest.mark.parametrize("images, calibrates", [(1000, False), (1600, True)])
+def test_the_resolution_is_the_one_the_trainer_will_use(world: PortalWorld, monkeypatch: pytest.MonkeyPatch,
+                                                        images: int, calibrates: bool) -> None:
+    """The trainer re-plans with a measured rate only for PROBE_MIN_MISSING uncached images or more
+    (feature_pass.calibrate), and then subsamples when even that is too slow (train_limit)."""
+    from modelbuilder.portal.datasources import Preview
+    from modelbuilder.services.workspaces import open_session
+    from modelbuilder.training.plan import DataFacts, make_plan
+
+    assert (images >= feature_pass.PROBE_MIN_MISSING) is calibrates
+    monkeypatch.setattr(estimate_module, "_run_probe",  # a machine 100x slower than the reference
+                        lambda *args: PassTiming(overhead_s=OVERHEAD_S, rate=1.0, images=16))
+    preview = Preview("dataset:x", world.data_dir, ["a", "b"], {"a": images // 2, "b": images // 2}, {},
+                      typical_size=(200, 200), usable={p.relative_to(world.data_dir).as_posix()
+                                                       for p in world.data_dir.rglob("*.png")})
+    with open_session(world.workspace) as session:
+        found = estimate_module.estimate_training(session, preview, 600, "efficientnet_lite0")
+    val = round(images * 0.2)
+    reference = make_plan("efficientnet_lite0", DataFacts(images - val, val, 200, 3, 2), images, 600)
+    if calibrates:
+        assert found.resolution < reference.feature_size  # re-planned with the measured (slow) rate
+        # train_limit: the training images that fit 45% of the budget (at least 2 per label), all of val
+        assert found.images == pytest.approx(max(4, 0.45 * 600 * found.feature_rate - val) + val, abs=2)
+        assert found.images < images
+    else:
+        assert found.resolution == reference.feature_size and found.images == images
+    assert found.feature_seconds == pytest.approx(OVERHEAD_S + found.images / found.feature_rate)

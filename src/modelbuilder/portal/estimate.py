@@ -6,9 +6,9 @@ The feature-pass time is ``overhead + images / rate``, the same quantity the tra
 ``feature_seconds`` (``training.search``: ONNX export, onnxruntime session start and the pass itself):
 
 - the fixed overhead (export + session start + the first batch's warm-up) and the rate come from a short
-  live probe through the trainer's own code path (``feature_pass.time_feature_pass``) on a few of these
-  images, cached per host, backbone, resolution and outputs under ``$MODELBUILDER_HOME/cache`` for
-  ``PROBE_MAX_AGE_S`` so repeated estimates are instant;
+  live probe through the trainer's own code path (``feature_pass.time_feature_pass``, in a fresh process
+  as the trainer's worker is) on a few of these images, cached per host, backbone, resolution and
+  outputs under ``$MODELBUILDER_HOME/cache`` for ``PROBE_MAX_AGE_S`` so repeated estimates are instant;
 - when an earlier completed run measured this machine (its plan.json ``speed``), its rate is used instead
   of the probe's (it measured many more images), corrected for the overhead it included;
 - without the training extra nothing can be probed: the backbone's reference rates are used and the page
@@ -27,7 +27,8 @@ import logging
 import math
 import os
 import socket
-import tempfile
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,13 +45,15 @@ from ..services.workspaces import WorkspaceSession
 from .datasources import Preview
 
 if TYPE_CHECKING:
-    from ..training.plan import DataFacts, Plan
+    from ..training.feature_pass import PassTiming
+    from ..training.plan import Plan
 
 logger = logging.getLogger(__name__)
 
 ACCURACY_KEYS = ("accuracy", "val_accuracy")
 PLAN_FILE = "plan.json"  # training.trainer.PLAN_FILE (not imported: that module needs torch)
 PROBE_CACHE_FILE = "estimate-probes.json"
+FEATURE_SHARE_MAX = 0.45  # training.feature_pass.FEATURE_SHARE_MAX (not imported: that module needs torch)
 #: A probe older than this is repeated (a shared machine's load changes over hours).
 PROBE_MAX_AGE_S = 6 * 3600.0
 #: At most this many of the data's images are given to the probe (it cycles through fewer).
@@ -135,26 +138,39 @@ def estimate_training(
     backbone = choose_backbone(architecture, None)
     spec = get_backbone_spec(backbone)
     run = _measured_speed(session, backbone)
-    scale = run.speed if run else 1.0
-    plan = make_plan(backbone, facts, images, budget_s, rate_scale=scale)
-    cached = _cached_features(backbone, plan.feature_size, preview.hashes)
+    # The trainer's first plan uses the reference rates; only a pass over PROBE_MIN_MISSING uncached
+    # images or more is re-planned with a measured rate (feature_pass.calibrate). The resolution follows
+    # that rule here, so the time is estimated for the resolution the trainer will use.
+    plan = make_plan(backbone, facts, images, budget_s)
+    counted_at = plan.feature_size
+    cached = _cached_features(backbone, counted_at, preview.hashes)
     todo = images - cached
+    calibrates = todo >= _probe_min_missing()
     paths = [preview.path / rel for rel in sorted(preview.usable)[:PROBE_PATHS]]
-    timing, why_not, used_run = None, "", run
-    for _ in range(2):  # a measured rate may move the plan to another resolution: time that one too
-        plan = make_plan(backbone, facts, todo, budget_s, rate_scale=scale)
-        timing, why_not = _timing(plan, facts, budget_s, paths, probe)
+    timing, why_not, used_run, scale = None, "", run, run.speed if run else 1.0
+    for _ in range(2):  # a measured rate may move the trainer to another resolution: time that one too
+        timing, why_not = _timing(plan, budget_s, paths, probe)
         if timing is None:
             break
         measured = _run_scale(run, plan.feature_size, timing.overhead_s) if run else None
         used_run = run if measured is not None else None
-        new_scale = measured if measured is not None else timing.rate / feature_rate(spec, plan.feature_size)
-        replanned = make_plan(backbone, facts, todo, budget_s, rate_scale=new_scale)
-        scale = new_scale
-        if replanned.feature_size == plan.feature_size:
-            plan = replanned
+        scale = measured if measured is not None else timing.rate / feature_rate(spec, plan.feature_size)
+        replanned = make_plan(backbone, facts, todo, budget_s, rate_scale=scale)  # as calibrate does
+        if not calibrates or replanned.feature_size == plan.feature_size:
             break
-    plan = make_plan(backbone, facts, todo, budget_s, rate_scale=scale)
+        plan = replanned
+    if timing is None and calibrates:
+        plan = make_plan(backbone, facts, todo, budget_s, rate_scale=scale)
+    if plan.feature_size != counted_at:  # the cached features counted were another resolution's
+        cached = _cached_features(backbone, plan.feature_size, preview.hashes)
+        todo = images - cached
+    plan.speed = scale
+    plan.feature_rate = feature_rate(spec, plan.feature_size, scale)
+    if calibrates:  # when even the lowest resolution is too slow, the trainer subsamples (train_limit)
+        limit = int(FEATURE_SHARE_MAX * budget_s * plan.feature_rate)
+        if images > limit:
+            todo = min(todo, max(labels * 2, limit - num_val) + num_val)
+    plan.feature_seconds = todo / plan.feature_rate
     overhead = timing.overhead_s if timing is not None else None
     seconds = plan.feature_seconds + (overhead or 0.0)
     plan.feature_seconds = seconds
@@ -229,8 +245,7 @@ def _outputs(plan: Plan, budget_s: float) -> tuple[str, ...]:
     return tuple(name for name in ARRAYS if name in needs) or ("features",)
 
 
-def _timing(plan: Plan, facts: DataFacts, budget_s: float, paths: list[Path],
-            probe: bool) -> tuple[Timing | None, str]:
+def _timing(plan: Plan, budget_s: float, paths: list[Path], probe: bool) -> tuple[Timing | None, str]:
     """The cached probe for this plan's pass, else a new probe (when allowed). (None, why) when neither."""
     try:
         outputs = _outputs(plan, budget_s)
@@ -247,19 +262,73 @@ def _timing(plan: Plan, facts: DataFacts, budget_s: float, paths: list[Path],
         if not paths:
             return None, "no usable images to probe with"
         try:
-            from ..training.feature_pass import time_feature_pass
-
-            with tempfile.TemporaryDirectory(prefix="mb-probe-") as tmp:
-                timed = time_feature_pass(plan.backbone, plan.feature_size, plan.scratch_pool, outputs, paths,
-                                          Path(tmp))
-        except (ImportError, MissingDependencyError) as exc:
-            return None, f"the training extra is not installed: {exc}"
-        except (ModelBuilderError, OSError, ValueError) as exc:  # an estimate must not fail on its probe
+            timed = _run_probe(plan.backbone, plan.feature_size, plan.scratch_pool, outputs, paths)
+        except ProbeFailed as exc:  # an estimate must not fail on its probe
             logger.warning("Feature-pass probe failed: %s", exc)
-            return None, f"the probe failed: {exc}"
+            return None, str(exc)
         found = Timing(timed.overhead_s, timed.rate, timed.images, time.time(), cached=False)
         _write_probe(key, found)
         return found, ""
+
+
+class ProbeFailed(Exception):
+    """The probe could not measure (the message says why, for the page)."""
+
+
+#: Run in a fresh interpreter, as the trainer's worker is: the first ONNX export in a process costs about
+#: twice a later one, and the trainer's recorded pass includes that first export.
+_PROBE_SCRIPT = """
+import json, pathlib, sys, tempfile
+try:
+    from modelbuilder.errors import ModelBuilderError
+    from modelbuilder.training.feature_pass import time_feature_pass
+except ImportError as exc:
+    print(json.dumps({"error": f"the training extra is not installed: {exc}"}))
+    sys.exit(0)
+a = json.load(sys.stdin)
+try:
+    with tempfile.TemporaryDirectory(prefix="mb-probe-") as tmp:
+        t = time_feature_pass(a["backbone"], a["size"], a["pool"], tuple(a["outputs"]),
+                              [pathlib.Path(p) for p in a["paths"]], pathlib.Path(tmp))
+except (ModelBuilderError, OSError, ValueError) as exc:
+    print(json.dumps({"error": f"the probe failed: {exc}"}))
+else:
+    print(json.dumps({"overhead_s": t.overhead_s, "rate": t.rate, "images": t.images}))
+"""
+PROBE_TIMEOUT_S = 180.0
+
+
+def _run_probe(backbone: str, size: int, pool: int | None, outputs: tuple[str, ...],
+               paths: list[Path]) -> PassTiming:
+    """``feature_pass.time_feature_pass`` in a fresh Python process (see ``_PROBE_SCRIPT``).
+
+    Raises: ProbeFailed.
+    """
+    from ..training.feature_pass import PassTiming
+
+    request = json.dumps({"backbone": backbone, "size": size, "pool": pool, "outputs": list(outputs),
+                          "paths": [str(p) for p in paths]})
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT], input=request, capture_output=True,
+                              text=True, timeout=PROBE_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ProbeFailed(f"the probe did not finish: {exc}") from exc
+    try:
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        raise ProbeFailed(f"the probe failed: {tail[0]}") from None
+    if "error" in answer:
+        raise ProbeFailed(str(answer["error"]))
+    return PassTiming(float(answer["overhead_s"]), float(answer["rate"]), int(answer["images"]))
+
+
+def _probe_min_missing() -> int:
+    try:
+        from ..training.feature_pass import PROBE_MIN_MISSING
+    except ImportError:  # without the training extra: the value it has there
+        return 1500
+    return PROBE_MIN_MISSING
 
 
 def _probe_cache() -> Path:
