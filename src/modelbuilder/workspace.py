@@ -29,6 +29,7 @@ from .errors import AlreadyExistsError, InvalidStateError, TrainingError
 from .portal.launcher import portal_run_url, portal_workspace_url
 from .services import artifacts as artifact_service
 from .services import computes as compute_service
+from .services import experiments as experiment_service
 from .services import runs as run_service
 from .services import workspaces as workspace_service
 from .services.experiments import default_experiment_name
@@ -196,11 +197,11 @@ class Workspace:
         Raises:
             InvalidNameError: the name breaks the rule (3-36 letters, digits, '_' and '-').
         """
-        return Experiment(self, self.session.store.get_or_create_experiment(name))
+        return Experiment(self, experiment_service.get_or_create_experiment(self.session, name))
 
     @property
     def experiments(self) -> dict[str, Experiment]:
-        summaries = self.session.store.list_experiments()
+        summaries = experiment_service.list_experiments(self.session)
         return {s.experiment.name: Experiment(self, s.experiment) for s in summaries}
 
     def create_compute(
@@ -251,7 +252,7 @@ class Workspace:
 
     def get_run(self, run_id: str) -> Run:
         """Raises: RunNotFoundError."""
-        return Run(self, self.session.store.get_run(run_id).id)
+        return Run(self, run_service.get_run(self.session, run_id).id)
 
     def list_runs(self, experiment: str | None = None, *, include_children: bool = False) -> list[Run]:
         return [
@@ -312,7 +313,7 @@ class Run:
     @property
     def entity(self) -> entities.Run:
         """The run as stored now."""
-        return self.workspace.session.store.get_run(self.id)
+        return run_service.get_run(self.workspace.session, self.id)
 
     @property
     def experiment(self) -> str:
@@ -333,11 +334,11 @@ class Run:
         return dict(self.entity.latest_metrics)
 
     def get_metric_history(self, key: str) -> list[Metric]:
-        return self.workspace.session.store.get_metric_history(self.id, key)
+        return run_service.metric_history(self.workspace.session, self.id, key)
 
     def get_children(self) -> list[Run]:
         """The trials of this run (child runs), in order."""
-        children = self.workspace.session.store.list_child_runs(self.id)
+        children = run_service.list_trials(self.workspace.session, self.id)
         return [Run(self.workspace, child.id) for child in children]
 
     def get_details(self) -> dict[str, Any]:
@@ -351,7 +352,8 @@ class Run:
 
     def get_logs(self, tail: int | None = None) -> list[str]:
         offset = -tail if tail else 0
-        return [line.text for line in self.workspace.session.store.get_log_lines(self.id, offset, limit=None)]
+        lines, _ = run_service.log_lines(self.workspace.session, self.id, offset, limit=None)
+        return [line.text for line in lines]
 
     def get_portal_url(self, *, start: bool = True) -> str:
         """The run's portal page ("Monitor current run"): a link that answers for this run.

@@ -1,7 +1,7 @@
 """From entities to what the API and the pages show: run summaries, timings, trials, computes, comparisons.
 
-Pure functions of the store's entities (plus the store for a few follow-up reads), shared by the JSON
-routers and the HTML pages so both always say the same thing.
+Pure functions of entities (follow-up reads come in as functions, e.g. ``services.runs.metric_histories``),
+shared by the JSON routers and the HTML pages so both always say the same thing.
 """
 
 from __future__ import annotations

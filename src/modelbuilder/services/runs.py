@@ -250,6 +250,11 @@ def metric_histories(session: WorkspaceSession, run_id: str) -> dict[str, list[M
     return session.store.get_metric_histories(run_id)
 
 
+def metric_history(session: WorkspaceSession, run_id: str, key: str) -> list[Metric]:
+    """Every value of one metric of a run, in step order (empty for a metric it never logged)."""
+    return session.store.get_metric_history(run_id, key)
+
+
 def log_lines(
     session: WorkspaceSession, run_id: str, offset: int = 0, limit: int | None = 1000
 ) -> tuple[list[LogLine], int]:
