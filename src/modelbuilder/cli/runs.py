@@ -128,7 +128,7 @@ def run_show(run_id: str, workspace: WorkspaceOption = None, json_: JsonOption =
             ("phase", run.phase),
             ("error", None if run.error is None else run.error.message),
             ("hint", None if run.error is None else run.error.hint),
-            ("portal_url", view["portal_url"]),
+            ("portal_url", view["portal_url"] or view["portal_url_reason"]),  # no link: why, and the fix
         ]
     )
     if run.latest_metrics:
