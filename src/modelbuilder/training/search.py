@@ -18,6 +18,7 @@ from .backbones import create_backbone, get_backbone_spec, split_backbone
 from .checkpoint import CheckpointDir, FinishedTrial
 from .config import TrainingConfig
 from .devices import DeviceStrategy
+from .distributed import SINGLE, DistributedContext
 from .feature_pass import BackboneParts, calibrate, extract, subsample_stratified, train_limit
 from .plan import (
     EXECUTED,
@@ -40,20 +41,32 @@ if TYPE_CHECKING:
 #: A feature pass over at least this many images measures the machine's speed for the plan.
 SPEED_SAMPLE = 200
 
+#: What rank 0's feature pass gives every rank: the plan, the training images used and their labels, the
+#: cached arrays (None: canceled), the images computed and the seconds it took.
+FeaturePass = tuple[dict[str, Any], list[ImageItem], np.ndarray, "dict[str, np.ndarray] | None", int, float]
+
 SaveTrial = Callable[[TrialOutcome, list[str], list[ImageItem], CheckpointDir, "Clock"], FinishedTrial]
 
 
 class Search:
-    """One run's search. ``plan`` is the current plan (also after the search, with what executed)."""
+    """One run's search. ``plan`` is the current plan (also after the search, with what executed).
+
+    In a data-parallel run (``distributed``) every rank runs the search; rank 0 alone calibrates,
+    computes the features, re-plans and decides each next trial, and shares the outcome, so that all
+    ranks run the same trials with the same steps. ``steps`` counts this rank's gradient steps.
+    """
 
     def __init__(self, config: TrainingConfig, reporter: Reporter, labels: list[str],
                  checkpoints: CheckpointDir, clock: Clock, strategy: DeviceStrategy,
-                 publish: Callable[[Plan], None], save: SaveTrial) -> None:
+                 publish: Callable[[Plan], None], save: SaveTrial,
+                 distributed: DistributedContext = SINGLE) -> None:
         self.config, self.reporter, self.labels = config, reporter, labels
         self.checkpoints, self.clock, self.strategy = checkpoints, clock, strategy
         self.publish, self.save = publish, save
+        self.distributed = distributed
         self.plan: Plan | None = None
         self.replay_records: dict[str, dict[str, Any]] = {}
+        self.steps = 0
 
     def selected_trials(self) -> list[str]:
         """The registered trials this run may try, in run order."""
@@ -91,6 +104,37 @@ class Search:
         weights_id = "random" if source is None or source.path is None else \
             f"{source.path.name}:{source.path.stat().st_size}"
         parts = BackboneParts(backbone, stem, tail, stride, weights_id)
+        shared: FeaturePass | None = None
+        if self.distributed.is_main:
+            shared = self._features(plan, parts, train_items, val_items, y_train)
+        received = self.distributed.share(shared)
+        assert received is not None  # ranks > 0 pass None and receive rank 0's value
+        plan_data, train_items, y_train, arrays, computed, seconds = received
+        if not self.distributed.is_main:
+            self.plan = Plan.from_dict(plan_data)
+        assert self.plan is not None  # calibrate may have replaced the plan object
+        plan = self.plan
+        if arrays is None:
+            return True
+        items = train_items + val_items
+        rate = f", {computed / seconds:.0f} images/s" if computed else ""
+        reporter.log(f"features: {len(items)} images ({computed} computed, {len(items) - computed} from "
+                     f"cache) in {seconds:.1f}s{rate}")
+        if computed:
+            images_per_second = computed / max(seconds, 1e-6)
+            reporter.metric("feature_images_per_second", images_per_second)
+            plan.feature_rate = round(images_per_second, 1)
+            if computed >= SPEED_SAMPLE and not plan.replay:  # enough images to say how fast we are now
+                plan.speed = round(images_per_second / feature_rate(spec, plan.feature_size), 3)
+        plan.feature_seconds = round(seconds, 2)
+        return self._trials(plan, parts, arrays, len(train_items), y_train, y_val, val_items)
+
+    def _features(self, plan: Plan, parts: BackboneParts, train_items: list[ImageItem],
+                  val_items: list[ImageItem], y_train: np.ndarray) -> FeaturePass:
+        """Calibrate, subsample to the budget and compute the cached arrays (rank 0 only): the plan,
+        the training images used, their labels, the arrays (None when canceled), images computed and
+        the seconds it took."""
+        config, reporter = self.config, self.reporter
         with tempfile.TemporaryDirectory() as tmp:
             if not plan.replay:
                 plan, measured = calibrate(plan, parts, train_items + val_items, reporter, Path(tmp))
@@ -114,21 +158,11 @@ class Search:
             reporter.phase("features", f"Computing {plan.backbone} features at {plan.feature_size}px")
             started = time.monotonic()
             try:
+                arrays: dict[str, np.ndarray] | None
                 arrays, computed = extract(plan, parts, items, needs, reporter, Path(tmp))
             except InterruptedError:
-                return True
-        seconds = time.monotonic() - started
-        rate = f", {computed / seconds:.0f} images/s" if computed else ""
-        reporter.log(f"features: {len(items)} images ({computed} computed, {len(items) - computed} from "
-                     f"cache) in {seconds:.1f}s{rate}")
-        if computed:
-            images_per_second = computed / max(seconds, 1e-6)
-            reporter.metric("feature_images_per_second", images_per_second)
-            plan.feature_rate = round(images_per_second, 1)
-            if computed >= SPEED_SAMPLE and not plan.replay:  # enough images to say how fast we are now
-                plan.speed = round(images_per_second / feature_rate(spec, plan.feature_size), 3)
-        plan.feature_seconds = round(seconds, 2)
-        return self._trials(plan, parts, arrays, len(train_items), y_train, y_val, val_items)
+                arrays, computed = None, 0
+        return plan.to_dict(), train_items, y_train, arrays, computed, time.monotonic() - started
 
     def _needs(self, plan: Plan, all_pending: bool = False) -> set[str]:
         """The cached arrays of the trials still to run (that apply to this data)."""
@@ -152,23 +186,12 @@ class Search:
         outcomes: dict[str, TrialOutcome] = {}
         feature_spec = get_backbone_spec(plan.backbone).preprocessing(plan.feature_size)
         for planned in plan.trials:
-            if reporter.should_stop():
+            action = self._next(plan, planned) if self.distributed.is_main else None
+            action = self.distributed.share(action)
+            self.distributed.sync_plan(plan)
+            if action == "stop":
                 break
-            if planned.status not in PENDING:
-                continue
-            if (done := self.checkpoints.done(planned.name)) is not None:
-                reporter.log(f"{planned.name}: already finished before resume ({done.val_accuracy:.4f})")
-                planned.status, planned.val_accuracy = "resumed", done.val_accuracy
-                continue
-            if len(self.checkpoints.trials) >= (config.max_trials or 99):
-                planned.status = "max_trials"
-                continue
-            if not plan.replay:
-                self._replan(plan)
-            self.publish(plan)
-            if planned.status != "planned":
-                if planned.status == "dropped":
-                    reporter.log(f"{planned.name}: not run, it does not fit in the time left")
+            if action != "run":
                 continue
             ctx = TrialContext(config, reporter, plan, planned, self.labels, arrays, num_train, y_train,
                                y_val, parts.backbone, parts.stem, parts.tail, feature_spec, outcomes,
@@ -176,8 +199,32 @@ class Search:
             self._run_one(get_trial(planned.name), ctx, val_items)
             for name in set(arrays) - self._needs(plan):
                 del arrays[name]  # free the largest arrays as soon as no trial to come needs them
+        self.distributed.sync_plan(plan)
         self.publish(plan)
-        return reporter.should_stop()
+        return self.distributed.share(reporter.should_stop())
+
+    def _next(self, plan: Plan, planned: PlannedTrial) -> str:
+        """What to do with ``planned`` now (rank 0 decides for all): "stop", "skip" or "run"."""
+        config, reporter = self.config, self.reporter
+        if reporter.should_stop():
+            return "stop"
+        if planned.status not in PENDING:
+            return "skip"
+        if (done := self.checkpoints.done(planned.name)) is not None:
+            reporter.log(f"{planned.name}: already finished before resume ({done.val_accuracy:.4f})")
+            planned.status, planned.val_accuracy = "resumed", done.val_accuracy
+            return "skip"
+        if len(self.checkpoints.trials) >= (config.max_trials or 99):
+            planned.status = "max_trials"
+            return "skip"
+        if not plan.replay:
+            self._replan(plan)
+        self.publish(plan)
+        if planned.status != "planned":
+            if planned.status == "dropped":
+                reporter.log(f"{planned.name}: not run, it does not fit in the time left")
+            return "skip"
+        return "run"
 
     def _run_one(self, trial: Trial, ctx: TrialContext, val_items: list[ImageItem]) -> None:
         """Run one trial as a child run; export, check and checkpoint its model; record what it did."""
@@ -187,6 +234,8 @@ class Search:
         params = {"backbone": ctx.plan.backbone, "image_size": planned.image_size or ctx.plan.feature_size,
                   "budget_s": planned.budget_s, "batch_size": planned.batch_size,
                   "planned_epochs": planned.epochs}
+        if self.distributed.distributed:
+            params["world_size"] = self.distributed.world_size
         if not quiet:
             reporter.phase("trial", name)
             reporter.trial_started(name, params)
@@ -206,7 +255,9 @@ class Search:
         if quiet:
             reporter.phase("trial", name)
             reporter.trial_started(name, {**params, **outcome.params})
-        self.save(outcome, self.labels, val_items, self.checkpoints, self.clock)
+        self.steps += int(outcome.record.get("steps", 0))
+        if self.distributed.is_main:  # only rank 0 exports and checkpoints
+            self.save(outcome, self.labels, val_items, self.checkpoints, self.clock)
         ctx.outcomes[name] = outcome
         status = "Canceled" if outcome.canceled else "Completed"
         reporter.trial_ended(name, status, {"val_accuracy": outcome.val_accuracy, "seconds": outcome.seconds})

@@ -24,6 +24,7 @@ from ..pipeline.preprocess import preprocess
 from .checkpoint import CheckpointDir, FinishedTrial
 from .config import TrainingConfig, TrainingResult, TrialSummary
 from .devices import DeviceStrategy, default_strategy
+from .distributed import SINGLE, DistributedContext
 from .feature_pass import subsample_stratified  # re-exported: tests and benchmarks import it from here
 from .finalize import finalize_outputs
 from .onnx_export import check_parity, export_onnx
@@ -142,12 +143,17 @@ def save_trial(outcome: TrialOutcome, labels: list[str], val_items: list[ImageIt
 
 def run_training(config: TrainingConfig, reporter: Reporter, work_dir: Path, *,
                  checkpoint_dir: Path | None = None, strategy: DeviceStrategy | None = None,
-                 clock: Clock | None = None) -> TrainingResult:
+                 clock: Clock | None = None, distributed: DistributedContext = SINGLE,
+                 threads: int | None = None) -> TrainingResult:
     """Train within ``config.time_budget`` seconds (or replay ``config.replay_plan``) and write the
     outputs, ``plan.json`` included, into ``work_dir``.
 
     ``strategy`` is where gradient training runs (default: a CUDA device if there is one, else the
-    CPU); ``clock`` is injectable for tests.
+    CPU); ``clock`` is injectable for tests. In a data-parallel run every worker calls this with its
+    ``distributed`` context and a ``DataParallelStrategy``: rank 0 plans, reports, exports and writes
+    the outputs; the other ranks only take the same gradient steps (give them a silent reporter and a
+    work folder of their own) and return a result without outputs. ``threads``: torch's CPU threads
+    (default: every core; a worker gets its share).
 
     Raises:
         DatasetError: the data cannot be used (before any training starts).
@@ -164,7 +170,7 @@ def run_training(config: TrainingConfig, reporter: Reporter, work_dir: Path, *,
     if checkpoints.trials:
         reporter.log(f"Resuming: {len(checkpoints.trials)} finished trial(s), "
                      f"{checkpoints.elapsed:.0f}s of the budget already used")
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     try:
@@ -178,11 +184,16 @@ def run_training(config: TrainingConfig, reporter: Reporter, work_dir: Path, *,
                          else choose_backbone(config.architecture, config.weights))
         publish = PlanPublisher(reporter, work_dir)
         search = Search(config, reporter, labels, checkpoints, clock, strategy or default_strategy(),
-                        publish, save_trial)
+                        publish, save_trial, distributed)
         plan = search.initial_plan(backbone_name, facts)
         reporter.log(f"plan: {plan.describe()}; budget {config.time_budget:.0f}s"
                      + (" (replaying a recorded plan: bounded by steps, not time)" if plan.replay else ""))
         canceled = search.run(plan, train_items, val_items, y_train, y_val)
+        if distributed.distributed:
+            _report_ranks(reporter, distributed, search.steps)
+            if not distributed.is_main:
+                return TrainingResult(0.0, 0.0, backbone_name, "none", labels, clock.elapsed(), work_dir, {},
+                                      [], [], {}, canceled=canceled, plan=None)
         files_extra = {PLAN_FILE: publish.path} if publish.path.is_file() else {}
         finished = [t for t in checkpoints.trials if t.val_accuracy >= 0]
         if not finished:
@@ -210,6 +221,16 @@ def run_training(config: TrainingConfig, reporter: Reporter, work_dir: Path, *,
     finally:
         if temp_checkpoints:
             checkpoints.remove()
+
+
+def _report_ranks(reporter: Reporter, distributed: DistributedContext, steps: int) -> None:
+    """The run's world size and each rank's gradient steps, as run metrics (rank 0 reports; equal counts
+    show that every worker took part in every step)."""
+    counts = distributed.gather(steps)
+    reporter.metric("world_size", distributed.world_size)
+    for rank, count in enumerate(counts):
+        reporter.metric(f"steps_rank_{rank}", count)
+    reporter.log(f"data-parallel: {distributed.world_size} workers, gradient steps per rank {counts}")
 
 
 def _skipped(dataset: Dataset, validation: Dataset | None) -> list[dict[str, str]]:
