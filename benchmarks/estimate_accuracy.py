@@ -1,0 +1,171 @@
+"""How close the portal's Train-step estimate is to the feature-pass time the trainer then records.
+
+For each data set, in a fresh MODELBUILDER_HOME (cold feature cache, no earlier run, no cached probe):
+
+1. ``portal.estimate.estimate_training`` in this process, as the portal makes it (the live probe included);
+2. a second estimate (the probe now cached: how long a repeated estimate takes);
+3. a real training run in a fresh process (as the portal's worker is), with the same data, budget and
+   architecture; "actual" is the plan.json ``feature_seconds`` it records (``training.search``: ONNX export,
+   onnxruntime session start and the feature pass over every image).
+
+Prints one JSON line per data set and round: estimate, actual, ratio (estimate / actual), how the estimate
+was made, and the load average around it (the machine may be shared: the ratio is only as steady as the
+machine).
+
+Data sets: ``tiny`` (30 generated 24 px PNGs, 2 labels, test_tiny backbone, 15 s: the wizard tests'
+data), ``fashion-mnist-mini`` (samples/, 500 28 px PNGs, auto backbone, 60 s) and ``rgb1000`` (1,000
+generated 128 px RGB JPEGs, 4 labels, auto backbone, 90 s).
+
+    python benchmarks/estimate_accuracy.py [--only tiny,fashion-mnist-mini,rgb1000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import CACHE_DIR, REPO_ROOT, common_arguments, emit, fresh_dir, isolated_home, setup_logging
+
+logger = logging.getLogger("benchmarks")
+
+DATASETS: dict[str, dict[str, Any]] = {
+    "tiny": {"architecture": "test_tiny", "budget_s": 15.0},
+    "fashion-mnist-mini": {"architecture": "auto", "budget_s": 60.0},
+    "rgb1000": {"architecture": "auto", "budget_s": 90.0},
+}
+
+
+def _image(label: int, index: int, size: int, seed: int) -> Any:
+    """A learnable RGB image: a label colour, stripes and noise (as the tests' factories make)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed * 100_003 + label * 1009 + index)
+    colours = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 200, 40)]
+    pixels = np.tile(np.array(colours[label % 4], np.float32), (size, size, 1)) * 0.6
+    pixels += rng.normal(0, 18, (size, size, 3))
+    stripe = max(1, size // (label + 2))
+    pixels[::stripe] = 255 - pixels[::stripe]
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def build_data(name: str, root: Path, seed: int) -> Path:
+    """The data set's folder (generated offline under ``root`` unless it ships in samples/)."""
+    if name == "fashion-mnist-mini":
+        return REPO_ROOT / "samples" / "fashion-mnist-mini"
+    labels, per_label, size, fmt = (2, 15, 24, "PNG") if name == "tiny" else (4, 250, 128, "JPEG")
+    folder = root / name
+    if folder.is_dir() and sum(1 for _ in folder.rglob("*.*")) == labels * per_label:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    for label in range(labels):
+        (folder / f"label{label}").mkdir(parents=True)
+        for index in range(per_label):
+            path = folder / f"label{label}" / f"{index:04d}.{fmt.lower().replace('jpeg', 'jpg')}"
+            _image(label, index, size, seed).save(path, fmt)
+    return folder
+
+
+def estimate(folder: Path, budget_s: float, architecture: str) -> tuple[dict[str, Any], float, float]:
+    """(the estimate, seconds it took with a live probe, seconds a repeated estimate took)."""
+    from modelbuilder.portal.datasources import build_preview
+    from modelbuilder.portal.estimate import estimate_training
+    from modelbuilder.services.workspaces import open_session
+    from modelbuilder.store.catalog import Catalog
+
+    workspace = Catalog().create_workspace("bench")
+    session = open_session(workspace)
+    preview = build_preview(f"folder:bench:{folder.name}", folder)
+    started = time.monotonic()
+    first = estimate_training(session, preview, budget_s, architecture).to_dict()
+    first_s = time.monotonic() - started
+    started = time.monotonic()
+    estimate_training(session, preview, budget_s, architecture)
+    return first, first_s, time.monotonic() - started
+
+
+def train(folder: Path, budget_s: float, architecture: str, seed: int, work: Path) -> dict[str, Any]:
+    """A training run in a fresh process (as the portal's worker); its recorded plan.json."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--train", str(folder),
+               "--budget", str(budget_s), "--architecture", architecture, "--seed", str(seed),
+               "--work", str(work)]
+    started = time.monotonic()
+    subprocess.run(command, check=True, env=os.environ.copy(), stdout=subprocess.DEVNULL)
+    plan: dict[str, Any] = json.loads((work / "plan.json").read_text(encoding="utf-8"))
+    plan["run_seconds"] = round(time.monotonic() - started, 1)
+    return plan
+
+
+def _train_here(args: argparse.Namespace) -> None:
+    from modelbuilder.training.config import TrainingConfig
+    from modelbuilder.training.reporter import RecordingReporter
+    from modelbuilder.training.trainer import run_training
+
+    config = TrainingConfig(data=str(args.train), time_budget=args.budget, architecture=args.architecture,
+                            seed=args.seed)
+    run_training(config, RecordingReporter(), args.work)
+
+
+def measure(name: str, seed: int) -> dict[str, Any]:
+    settings = DATASETS[name]
+    folder = build_data(name, CACHE_DIR / "estimate-data", seed)
+    home = isolated_home(fresh_dir(CACHE_DIR, "home-"))
+    try:
+        load_before = os.getloadavg()
+        found, probe_s, repeat_s = estimate(folder, settings["budget_s"], settings["architecture"])
+        plan = train(folder, settings["budget_s"], settings["architecture"], seed, fresh_dir(home, "run-"))
+        actual = float(plan["feature_seconds"])
+        load_after = os.getloadavg()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return {
+        "data": name, "images": found["images"], "architecture": settings["architecture"],
+        "budget_s": settings["budget_s"], "backbone": found["backbone"],
+        "estimate_resolution": found["resolution"], "actual_resolution": plan.get("feature_size"),
+        "estimate_seconds": round(found["feature_seconds"], 3), "actual_seconds": round(actual, 3),
+        "ratio": round(found["feature_seconds"] / actual, 3) if actual > 0 else None,
+        "estimate_overhead_seconds": found["overhead_seconds"], "estimate_rate": found["feature_rate"],
+        "actual_rate_incl_overhead": plan.get("feature_rate"), "speed_source": found["speed_source"],
+        "estimate_call_seconds": round(probe_s, 2), "repeat_estimate_call_seconds": round(repeat_s, 3),
+        "feature_method": found["feature_method"], "run_seconds": plan["run_seconds"],
+        "loadavg_before": [round(v, 2) for v in load_before],
+        "loadavg_after": [round(v, 2) for v in load_after], "cpus": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common_arguments(parser)
+    parser.add_argument("--only", default=",".join(DATASETS), help="comma-separated data sets")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds over the data sets (each measurement starts cold: new home, new probe)")
+    # The training subprocess (internal):
+    parser.add_argument("--train", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--architecture", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.train is not None:
+        _train_here(args)
+        return
+    setup_logging(not args.quiet)
+    names = args.only.split(",")
+    for name in names:
+        if name not in DATASETS:
+            parser.error(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    for round_number in range(1, args.repeat + 1):
+        for name in names:
+            logger.info("estimate_accuracy: %s (round %d)", name, round_number)
+            emit("estimate_accuracy", {**measure(name, args.seed), "round": round_number}, args.results)
+
+
+if __name__ == "__main__":
+    main()
