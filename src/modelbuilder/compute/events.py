@@ -23,6 +23,7 @@ heartbeat, artifact, result, error, ended.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TextIO
 
 if TYPE_CHECKING:
@@ -286,6 +288,21 @@ class EventWriter:
     def emit(self, kind: str, **data: Any) -> RunEvent:
         """``send(make_event(kind, **data))``."""
         return self.send(make_event(kind, **data))
+
+
+def digest(path: Path) -> str:
+    """sha256 of a file, or of a folder's tree (sorted relative paths and file digests): what a
+    ``Result`` event carries for each output, so the receiving side can verify the bytes it reads."""
+    if path.is_dir():
+        tree = hashlib.sha256()
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            tree.update(f"{item.relative_to(path).as_posix()}\0{digest(item)}\n".encode())
+        return tree.hexdigest()
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def split_lines(text: str) -> tuple[list[str], str]:

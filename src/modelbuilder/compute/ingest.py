@@ -62,6 +62,11 @@ class EventIngester:
         artifacts: the workspace's artifact store; given, artifact events and the run's end are verified
             against the files.
         applied_seq: the last sequence number applied before (0: none, or unknown).
+        plain_mark: ``plain_mark`` as it was after the lines applied before (with ``applied_seq``).
+        end_run: False: ``result``, ``error`` and ``ended`` events are only kept (``result``, ``error``,
+            ``ended``) and the caller ends the run; the Ray follower does, as a local worker would
+            (it copies and verifies the outputs, records the run log).
+        on_lines: also called with each batch of log lines written (time, lines): the run's log file.
         clock: the time source (tests).
     """
 
@@ -72,6 +77,9 @@ class EventIngester:
         *,
         artifacts: ArtifactStore | None = None,
         applied_seq: int = 0,
+        plain_mark: tuple[int, int] = (0, 0),
+        end_run: bool = True,
+        on_lines: Callable[[float, list[str]], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -83,6 +91,11 @@ class EventIngester:
         self.last_status: RunStatus | None = None
         #: The last result event seen (the outputs' digests, for the backend that fetches them).
         self.result: ev.Result | None = None
+        #: The error and ended events seen (applied only when ``end_run``).
+        self.error: ev.Error | None = None
+        self.ended: ev.Ended | None = None
+        self.end_run = end_run
+        self.on_lines = on_lines
         self._resuming = True
         self._known_metrics: set[tuple[str, str, int, float]] | None = None
         self._known_lines: set[tuple[float, str]] | None = None
@@ -92,7 +105,13 @@ class EventIngester:
         self._metrics: dict[str, list[MetricRow]] = {}
         self._lines: list[tuple[float, str]] = []
         self._pending_seq = applied_seq
-        self._plain_mark = (0, 0)
+        self._plain_mark = plain_mark
+
+    @property
+    def plain_mark(self) -> tuple[int, int]:
+        """Where the plain lines applied so far end (the event before, the index after it): keep it with
+        ``applied_seq`` to resume feeding the same log without applying a plain line twice."""
+        return self._plain_mark
 
     # --- feeding ----------------------------------------------------------------------------------
 
@@ -144,6 +163,12 @@ class EventIngester:
         # What the events before say is needed to apply the ones after (also when they are skipped).
         if isinstance(event, ev.Phase):
             self._phase = event.name
+        elif isinstance(event, ev.Result):
+            self.result = event  # a caller that ends the run needs it also after a restart
+        elif isinstance(event, ev.Error):
+            self.error = event
+        elif isinstance(event, ev.Ended):
+            self.ended = event
         if event.seq:
             self._last_time = event.time
 
@@ -179,7 +204,7 @@ class EventIngester:
         start = 0
         for i in range(1, len(lines) + 1):  # one write per run of lines with the same time
             if i == len(lines) or lines[i][0] != lines[start][0]:
-                self.store.log_lines(self.run_id, [t for _, t in lines[start:i]], timestamp=lines[start][0])
+                self._log_lines(lines[start][0], [t for _, t in lines[start:i]])
                 start = i
         metrics, self._metrics = self._metrics, {}
         for target, batch in metrics.items():
@@ -283,15 +308,19 @@ class EventIngester:
         elif isinstance(event, ev.ArtifactWritten):
             return self._record_artifact(event)
         elif isinstance(event, ev.Result):
-            self.result = event
-            self._final_metrics(event.result, event.time)
+            if self.end_run:  # else the caller records them as it ends the run
+                self._final_metrics(event.result, event.time)
         elif isinstance(event, ev.Error):
+            if not self.end_run:
+                return 0
             error = RunError(event.type, event.message, event.hint)
             lifecycle.end_children(
                 store, run_id, RunStatus.FAILED, RunError("TrainingError", "the run failed")
             )
             lifecycle.fail(store, run_id, error)
         elif isinstance(event, ev.Ended):
+            if not self.end_run:
+                return 0
             self._end(event)
         else:
             logger.debug(
@@ -302,7 +331,12 @@ class EventIngester:
 
     def _write_line(self, stamp: float, text: str) -> None:
         if not self._holds_line(stamp, text):
-            self.store.log_lines(self.run_id, [text], timestamp=stamp)
+            self._log_lines(stamp, [text])
+
+    def _log_lines(self, stamp: float, texts: list[str]) -> None:
+        self.store.log_lines(self.run_id, texts, timestamp=stamp)
+        if self.on_lines is not None:
+            self.on_lines(stamp, texts)
 
     def _end_trial(self, event: ev.TrialEnded) -> None:
         child = self._child(event.trial)

@@ -5,9 +5,14 @@ whenever a trial starts or ends), so a trainer that reports thousands of values 
 transactions. A background thread also sends heartbeats for the run and its active trials; the status a
 heartbeat returns is how a cancel request (``CancelRequested``) reaches ``should_stop()``.
 
-Every method is safe to call from the trainer's threads and never raises: a store error is logged and,
-when the run has become terminal behind the worker's back (the reaper marked it lost), the reporter asks
-the trainer to stop.
+Every method is safe to call from the trainer's threads and never raises. A batch the store refuses for a
+passing reason (SQLite "database is locked", a dropped connection) stays queued and is written again with
+backoff (``WRITE_RETRY_FIRST_S`` doubling to ``WRITE_RETRY_MAX_S``); nothing is lost silently. When writes
+keep failing for ``WRITE_GIVE_UP_S``, or more than ``MAX_PENDING`` values wait (memory stays bounded), the
+reporter gives up: ``write_error`` holds a ``WorkspaceBusyError``, the trainer is asked to stop, and
+``drain`` (what the worker calls before it ends the run) raises it, so the run fails with that error
+instead of ending Completed with holes. When the run has become terminal behind the worker's back (the
+reaper marked it lost), the reporter asks the trainer to stop.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..entities import Run, RunError, RunStatus
-from ..errors import InvalidStateError
+from ..errors import InvalidStateError, WorkspaceBusyError
 from ..store import lifecycle
 from ..store.base import MetadataStore
 
@@ -32,6 +37,13 @@ logger = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 0.5
 HEARTBEAT_INTERVAL_S = 2.0
 _MAX_PHASE = 250
+#: First wait before a failed batch is written again; it doubles up to ``WRITE_RETRY_MAX_S``.
+WRITE_RETRY_FIRST_S = 0.25
+WRITE_RETRY_MAX_S = 8.0
+#: Failed writes for this long (seconds) make the run fail instead of waiting on.
+WRITE_GIVE_UP_S = 120.0
+#: Metrics and log lines that may wait for the store at most; beyond, the reporter gives up.
+MAX_PENDING = 200_000
 
 #: Trial end states as a trainer may spell them -> the run status of the trial's child run.
 _TRIAL_END = {
@@ -57,6 +69,8 @@ class StoreReporter:
         log_path: the run log file (appended to; uploaded as ``logs/run.log`` at the end).
         on_artifact: records a finished output (``path``, ``name``); called in the trainer's thread.
         flush_interval, heartbeat_interval: seconds between batched writes and between heartbeats.
+        give_up_s, max_pending: when failed writes make the run fail (``WRITE_GIVE_UP_S``,
+            ``MAX_PENDING``).
     """
 
     def __init__(
@@ -68,6 +82,8 @@ class StoreReporter:
         on_artifact: Callable[[Path, str], None] | None = None,
         flush_interval: float = FLUSH_INTERVAL_S,
         heartbeat_interval: float = HEARTBEAT_INTERVAL_S,
+        give_up_s: float = WRITE_GIVE_UP_S,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.store = store
         self.run = run
@@ -91,6 +107,14 @@ class StoreReporter:
         self._active_children: set[str] = set()
         self._max_step: dict[tuple[str, str], int] = {}
         self._thread: threading.Thread | None = None
+        self.give_up_s = give_up_s
+        self.max_pending = max_pending
+        #: Set when writes kept failing: the run must fail with it (``drain`` raises it).
+        self.write_error: WorkspaceBusyError | None = None
+        self._failing_since: float | None = None
+        self._retry_delay = WRITE_RETRY_FIRST_S
+        self._retry_at = 0.0
+        self._last_failure = ""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
@@ -111,7 +135,10 @@ class StoreReporter:
         self._closed.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self.flush()
+        try:
+            self.drain()
+        except WorkspaceBusyError as exc:  # the worker has ended the run already; say what was lost
+            logger.error("%s", exc.message)
         self._log_file.close()
 
     def request_stop(self, reason: str) -> None:
@@ -124,7 +151,8 @@ class StoreReporter:
     def _loop(self) -> None:
         last_beat = 0.0
         while not self._closed.wait(self.flush_interval):
-            self.flush()
+            if time.monotonic() >= self._retry_at:  # after a failed write: its backoff
+                self.flush()
             if time.monotonic() - last_beat >= self.heartbeat_interval:
                 self.heartbeat()
                 last_beat = time.monotonic()
@@ -178,6 +206,18 @@ class StoreReporter:
                     self._log_file.write(f"[{stamp}] {part}\n")
                 self._log_file.flush()
             except (OSError, ValueError):  # closed or full disk: the store still gets the line
+                pass
+
+    def write_log_file(self, stamp: float, lines: list[str]) -> None:
+        """Append lines that reached the store another way (the Ray follower's ingester) to the log file."""
+        when = datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
+        with self._buffer_lock:
+            try:
+                for text in lines:
+                    for part in text.split("\n"):
+                        self._log_file.write(f"[{when}] {part}\n")
+                self._log_file.flush()
+            except (OSError, ValueError):  # closed or full disk: the store has the lines
                 pass
 
     def trial_started(self, trial: str, params: dict[str, Any]) -> None:
@@ -256,25 +296,83 @@ class StoreReporter:
                     logger.warning("Trial run %s could not be ended: %s", child, exc)
             self._active_children.clear()
 
-    def flush(self) -> None:
-        """Write the buffered metrics, log lines and phase now."""
+    def flush(self) -> bool:
+        """Write the buffered metrics, log lines and phase now; True when nothing is left to write (a
+        batch whose write failed stays queued for the next try)."""
         with self._write_lock:
             with self._buffer_lock:
                 metrics, self._metrics = self._metrics, {}
                 lines, self._lines = self._lines, []
                 phase = self._phase_text
-            if lines:
-                self._write(lambda: self.store.log_lines(self.run.id, lines), "log lines")
+            unwritten_lines: list[str] = []
+            unwritten: dict[str, list[tuple[str, float, int, float | None]]] = {}
+            if lines and not self._write(lambda: self.store.log_lines(self.run.id, lines), "log lines"):
+                unwritten_lines = lines
             for run_id, batch in metrics.items():
-                self._write(partial(self.store.log_metrics, run_id, batch), f"{len(batch)} metrics")
+                if not self._write(partial(self.store.log_metrics, run_id, batch), f"{len(batch)} metrics"):
+                    unwritten[run_id] = batch
+            phase_ok = True
             if phase is not None and phase != self._written_phase:
-                self._written_phase = phase
-                self._write(lambda: self.store.set_run_phase(self.run.id, phase[:_MAX_PHASE]), "phase")
+                phase_ok = self._write(
+                    lambda: self.store.set_run_phase(self.run.id, phase[:_MAX_PHASE]), "phase"
+                )
+                if phase_ok:
+                    self._written_phase = phase
+            if unwritten_lines or unwritten:
+                with self._buffer_lock:  # back in front of what came meanwhile: order is kept
+                    self._lines = unwritten_lines + self._lines
+                    for run_id, batch in unwritten.items():
+                        self._metrics[run_id] = batch + self._metrics.get(run_id, [])
+            ok = phase_ok and not unwritten_lines and not unwritten
+            self._note(ok)
+            return ok
 
-    def _write(self, action: Callable[[], object], what: str) -> None:
+    def drain(self) -> None:
+        """Flush, waiting out failed writes (with backoff) until everything is written.
+
+        Raises:
+            WorkspaceBusyError: writes kept failing past ``give_up_s`` (or too much waited).
+        """
+        while not self.flush() and self.write_error is None:
+            time.sleep(max(0.0, self._retry_at - time.monotonic()))
+        if self.write_error is not None:
+            raise self.write_error
+
+    def _pending(self) -> int:
+        with self._buffer_lock:
+            return len(self._lines) + sum(len(batch) for batch in self._metrics.values())
+
+    def _note(self, ok: bool) -> None:
+        now = time.monotonic()
+        if ok:
+            self._failing_since, self._retry_delay, self._retry_at = None, WRITE_RETRY_FIRST_S, 0.0
+            return
+        if self._failing_since is None:
+            self._failing_since = now
+        self._retry_at = now + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, WRITE_RETRY_MAX_S)
+        pending = self._pending()
+        if self.write_error is None and (
+            now - self._failing_since > self.give_up_s or pending > self.max_pending
+        ):
+            self._give_up(now - self._failing_since, pending)
+
+    def _give_up(self, seconds: float, pending: int) -> None:
+        with self._buffer_lock:  # the run fails now; what waited is counted in the error, not kept
+            self._lines, self._metrics = [], {}
+        self.write_error = WorkspaceBusyError(
+            f"Run '{self.run.id}' could not write to the workspace store for {seconds:.0f} s "
+            f"({pending} metric values and log lines not written; last error: {self._last_failure}).",
+            hint="Another process keeps the workspace database busy (or it is unreachable); stop it or wait, "
+            "then start the run again.",
+        )
+        self.request_stop("the workspace store could not be written")
+
+    def _write(self, action: Callable[[], object], what: str) -> bool:
+        """Do one store write; False when it failed and should be tried again."""
         try:
             action()
-        except InvalidStateError as exc:
+        except InvalidStateError as exc:  # the run refuses it for good: nothing to try again
             logger.warning("Run %s refused %s: %s", self.run.id, what, exc)
             try:
                 ended = self.store.get_run(self.run.id).status.is_terminal
@@ -284,4 +382,7 @@ class StoreReporter:
                 self.run_ended_elsewhere = True
                 self.request_stop("the run was ended by another process")
         except Exception as exc:
-            logger.warning("Writing %s of run %s failed: %s", what, self.run.id, exc)
+            self._last_failure = f"{type(exc).__name__}: {exc}"
+            logger.warning("Writing %s of run %s failed (kept, written again): %s", what, self.run.id, exc)
+            return False
+        return True

@@ -33,7 +33,7 @@ from .. import hints
 from ..artifacts import open_artifact_store
 from ..artifacts.local import ArtifactStore
 from ..entities import RunError, RunStatus
-from ..errors import InvalidParameterError, InvalidStateError, ModelBuilderError
+from ..errors import InvalidParameterError, InvalidStateError, ModelBuilderError, WorkspaceBusyError
 from ..store import lifecycle, open_store
 from ..store.base import MetadataStore
 from ..training.config import TrainingConfig, TrainingResult
@@ -193,14 +193,14 @@ class Worker:
             checkpoint_dir = self.folders.checkpoint_dir(job.checkpoint_owner)
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
             result = trainer(config, reporter, work_dir, checkpoint_dir=checkpoint_dir)
-            return self._finish(result, time.monotonic() - started)
+            return self.finish(result, time.monotonic() - started)
         except BaseException as exc:
             if isinstance(exc, ModelBuilderError) or _no_space(exc) is not None:
                 # Expected: the user sees Error/Hint once; the traceback is for whoever debugs it.
                 write_debug_log(self.folders.state_dir / DEBUG_LOG_NAME, exc)
             else:
                 reporter.log(traceback.format_exc().rstrip())
-            code = self._fail(run_error(exc, job.run_id))
+            code = self.fail(run_error(exc, job.run_id))
             if not isinstance(exc, Exception):
                 raise
             return code
@@ -216,10 +216,14 @@ class Worker:
     def _record_quietly(self, path: Path, name: str) -> None:
         self.recorder.record(path, name)
 
-    def _finish(self, result: TrainingResult, seconds: float) -> int:
+    def finish(self, result: TrainingResult, seconds: float) -> int:
+        """Record the result's outputs and end the run ``Completed`` (or ``Canceled``); the exit code."""
         reporter = self.reporter
         assert reporter is not None
-        reporter.flush()
+        try:
+            reporter.drain()  # every metric and log line is in the store before the run can end
+        except WorkspaceBusyError as exc:
+            return self.fail(run_error(exc, self.job.run_id))
         if reporter.run_ended_elsewhere:
             return 1
         status = self.store.get_run(self.job.run_id).status
@@ -243,7 +247,7 @@ class Worker:
         self._record_log()
         bad = self.artifacts.find_mismatches(self.job.run_id, self.store.list_artifacts(self.job.run_id))
         if bad:
-            return self._fail(
+            return self.fail(
                 RunError(
                     "ArtifactNotFoundError",
                     f"Artifacts of run '{self.job.run_id}' failed verification after writing: "
@@ -273,8 +277,10 @@ class Worker:
             "skipped_images": float(len(result.skipped_images)),
         }
         latest = self.store.get_latest_metrics(self.job.run_id)
-        batch = [(key, float(value), latest[key].step if key in latest else 0, None)
-                 for key, value in values.items()]
+        batch = [
+            (key, float(value), latest[key].step if key in latest else 0, None)
+            for key, value in values.items()
+        ]
         self.store.log_metrics(self.job.run_id, batch)
 
     def _record_log(self) -> None:
@@ -283,7 +289,8 @@ class Worker:
         except Exception as exc:
             logger.warning("The run log of %s could not be recorded: %s", self.job.run_id, exc)
 
-    def _fail(self, error: RunError) -> int:
+    def fail(self, error: RunError) -> int:
+        """End the run ``Failed`` with ``error`` (its active trials too); the exit code (1)."""
         reporter = self.reporter
         if reporter is not None:
             reporter.log("\n".join(error.lines()))

@@ -12,8 +12,8 @@ import pytest
 from factories import make_image_folder
 from fake_trainer import fake_config, use_fake_trainer  # noqa: F401 - a fixture
 from modelbuilder.compute import ComputeSpec
+from modelbuilder.compute import events as ev
 from modelbuilder.compute.ray.cluster import RayCluster
-from modelbuilder.compute.ray.events import split_log
 from modelbuilder.compute.ray.jobs import JobState, get_job, job_logs, submission_id, submit
 from modelbuilder.compute.ray.jobspec import RayJobSpec
 from modelbuilder.compute.sizes import get_size
@@ -99,7 +99,7 @@ def test_a_run_trains_as_a_ray_job_and_completes_with_verified_outputs(
     # Each metric event of the job's log is one row: nothing applied twice (trial_ended re-logs its
     # final metrics at the last step, as on the local backend).
     client = RayCluster(ray_head.address).job_client()
-    events = [e for e, _ in split_log(job_logs(client, run_id)) if e is not None]
+    events = [e for e in map(ev.decode, job_logs(client, run_id).split("\n")) if e is not None]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))  # every line arrived, once
     assert events[0].kind == "started" and events[-1].kind == "result"
     # Submitting the run's job again finds it instead of starting a second one.
@@ -108,9 +108,9 @@ def test_a_run_trains_as_a_ray_job_and_completes_with_verified_outputs(
     assert [j.submission_id for j in client.list_jobs()].count(submission_id(run_id)) == 1
     for child in children:
         trial = child.name
-        expected = Counter(e.data["key"] for e in events if e.kind == "metric" and e.data["trial"] == trial)
-        for ended in (e for e in events if e.kind == "trial_ended" and e.data["trial"] == trial):
-            expected.update(ended.data["metrics"].keys())
+        expected = Counter(e.key for e in events if isinstance(e, ev.Metric) and e.trial == trial)
+        for ended in (e for e in events if isinstance(e, ev.TrialEnded) and e.trial == trial):
+            expected.update(ended.metrics.keys())
         stored = {key: len(rows) for key, rows in store.get_metric_histories(child.id).items()}
         assert stored == dict(expected), trial
     names = {a.path for a in store.list_artifacts(run_id)}

@@ -19,9 +19,9 @@ from factories import make_image_folder
 from fake_trainer import OPTIONS_ENV, TARGET, TESTS_DIR, fake_config, use_fake_trainer  # noqa: F401
 from modelbuilder import hints
 from modelbuilder.cli import app
+from modelbuilder.compute import events as ev
 from modelbuilder.compute.job import WorkerRecord
 from modelbuilder.compute.ray.cluster import RayCluster
-from modelbuilder.compute.ray.events import split_log
 from modelbuilder.compute.ray.follow import FOLLOWER_RECORD
 from modelbuilder.compute.ray.jobs import FORWARD_ENV, JobState, get_job, job_logs, submission_id
 from modelbuilder.entities import RunStatus
@@ -133,13 +133,12 @@ def test_a_killed_follower_is_restarted_and_applies_each_event_once(
     assert worker is not None
     *_, last = runs.follow_run(session, run_id, worker, timeout=120)
     assert last.run.status is RunStatus.COMPLETED
-    events = [e for e, _ in split_log(job_logs(RayCluster(ray_head.address).job_client(), run_id)) if e]
+    log = job_logs(RayCluster(ray_head.address).job_client(), run_id)
+    events = [e for e in map(ev.decode, log.split("\n")) if e is not None]
     for child in session.store.list_child_runs(run_id):
-        expected = Counter(
-            e.data["key"] for e in events if e.kind == "metric" and e.data["trial"] == child.name
-        )
-        for ended in (e for e in events if e.kind == "trial_ended" and e.data["trial"] == child.name):
-            expected.update(ended.data["metrics"].keys())
+        expected = Counter(e.key for e in events if isinstance(e, ev.Metric) and e.trial == child.name)
+        for ended in (e for e in events if isinstance(e, ev.TrialEnded) and e.trial == child.name):
+            expected.update(ended.metrics.keys())
         stored = {key: len(rows) for key, rows in session.store.get_metric_histories(child.id).items()}
         assert stored == dict(expected), child.name
 

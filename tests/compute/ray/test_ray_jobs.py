@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 
+from modelbuilder.compute.events import digest
 from modelbuilder.compute.ray.cluster import RayCluster
-from modelbuilder.compute.ray.events import EventWriter, digest, split_log
 from modelbuilder.compute.ray.jobs import (
     UPLOAD_LIMIT_BYTES,
     JobState,
@@ -35,20 +34,7 @@ def test_upload_over_the_limit_is_refused_before_uploading(tmp_path: Path) -> No
     assert "filesystem the cluster nodes can read" in (caught.value.hint or "")
 
 
-def test_event_lines_round_trip_and_other_lines_are_not_events(tmp_path: Path) -> None:
-    stream = io.StringIO()
-    writer = EventWriter(stream)
-    writer.emit("metric", key="loss", value=float("nan"), step=3, trial="t1")
-    writer.emit("log", line="hello")
-    text = "Ray's own line\n" + stream.getvalue() + '@mb-event {"v": 1, "seq": 3, "t": 1'  # a partial line
-    parsed = list(split_log(text))
-    assert [event.kind if event else None for event, _ in parsed] == [None, "metric", "log"]
-    metric = parsed[1][0]
-    assert (
-        metric is not None
-        and metric.seq == 1
-        and metric.data == {"key": "loss", "value": "nan", "step": 3, "trial": "t1"}
-    )
+def test_digest_covers_a_folder_tree(tmp_path: Path) -> None:
     folder = tmp_path / "pkg"
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "a.txt").write_text("a")

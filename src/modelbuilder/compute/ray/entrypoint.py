@@ -1,7 +1,7 @@
 """The training job's entrypoint on the Ray cluster: ``python -m modelbuilder.compute.ray.entrypoint JOB``.
 
 ``JOB`` is the job description as base64 JSON (``RayJobSpec.to_argument``). The entrypoint runs the
-trainer with an ``EventReporter`` that prints run events as lines (``events.py``) instead of writing to
+trainer with an ``EventReporter`` that prints run events as lines (``compute.events``) instead of writing to
 the workspace store, which the cluster cannot reach. It sends a heartbeat every ``HEARTBEAT_S`` seconds,
 writes the outputs into the job's output folder and ends with a ``result`` event that carries the sha256
 of each output, or an ``error`` event.
@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .events import EventWriter, digest
+from ..events import EventWriter, digest
 from .jobspec import RayJobSpec
 
 HEARTBEAT_S = float(os.environ.get("MODELBUILDER_RAY_HEARTBEAT_S", "10"))

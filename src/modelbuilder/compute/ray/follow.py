@@ -2,16 +2,18 @@
 
 The cluster never sees the workspace store. For each Ray run, a small local process
 (``python -m modelbuilder.compute.ray.follow FOLLOW.json``, in its own session so it outlives the CLI that
-started it) reads the job's log from an offset, turns each event line into the same ``StoreReporter``
-calls a local worker makes (metrics, logs, trials, phases, heartbeats of the run), reconciles the run
-with the job's state, and at the end verifies the outputs' sha256 and records them exactly as the local
-worker does (``Worker._finish``): the run is ``Completed`` (or ``Canceled`` with the best model so far)
-only then.
+started it) reads the job's log (``compute.events`` lines), applies it with the one shared
+``compute.ingest.EventIngester`` (metrics, logs, trials, phases, statuses through ``store.lifecycle``),
+keeps the run alive with a ``StoreReporter``'s heartbeats (which also bring a cancel request), reconciles
+the run with the job's state, and at the end verifies the outputs' sha256 and records them exactly as the
+local worker does (``Worker.finish``): the run is ``Completed`` (or ``Canceled`` with the best model so
+far) only then.
 
-Exactly once: the offset of the last applied log line is saved (``cursor.json``) after each applied batch,
-and one follower at a time holds the run's lock; a restarted follower (``modelbuilder run attach``)
-resumes from the saved offset. A crash between a batch's store write and the cursor write can repeat that
-one batch (at most ``POLL_S`` seconds of events).
+Exactly once: the ingester's position (last applied ``seq`` and plain-line mark) is saved
+(``ray-cursor.json``) after each applied batch, and one follower at a time holds the run's lock. A
+follower killed between a batch's store write and the cursor write resumes from the older position, but
+an ingester that resumes skips every event whose content the store holds already (metric rows and log
+lines keep the event's time), so the batch is not written twice.
 
 Job state -> run: PENDING -> Queued (and, after ``PENDING_CHECK_S``, the size is checked against the live
 nodes: a job that can never be scheduled fails with the reason), RUNNING -> Preparing, then Running from
@@ -43,13 +45,14 @@ from ...errors import InvalidStateError
 from ...fileio import atomic_write_text
 from ...store import lifecycle, open_store
 from ...store.base import MetadataStore
+from ..events import Result, digest, split_lines
+from ..ingest import EventIngester
 from ..job import RunFolders, TrainingJob, WorkerRecord
 from ..outputs import result_from_dict
 from ..sizes import get_size
 from ..store_reporter import StoreReporter
 from ..worker import Worker
 from .cluster import ClusterUnreachableError, RayCluster
-from .events import Event, digest, split_log
 from .jobs import JobState, get_job, job_logs, stop, submission_id
 from .resources import cluster_fit_reason
 
@@ -114,71 +117,39 @@ class Follower:
         self.folders = RunFolders.of_job(self.job)
         self.cluster = RayCluster(spec.address, spec.token_ref)
         self.client: Any = None
-        self.offset = self._load_cursor()
-        self.result: Event | None = None
-        self.error: Event | None = None
+        seq, plain = self._load_cursor()
+        self.ingester = EventIngester(store, self.run_id, applied_seq=seq, plain_mark=plain, end_run=False)
+        #: The size of the job's log at the last poll (a long log is polled less often).
+        self.log_size = 0
+        self.running_logged = False
         self.stop_sent = False
         self.reporter: StoreReporter | None = None
 
     # --- the cursor --------------------------------------------------------------------------------
 
-    def _load_cursor(self) -> int:
+    def _load_cursor(self) -> tuple[int, tuple[int, int]]:
         try:
-            return int(json.loads((self.folders.state_dir / CURSOR_FILE).read_text())["offset"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0
+            data = json.loads((self.folders.state_dir / CURSOR_FILE).read_text())
+            seq, plain = int(data["seq"]), data["plain"]
+            return seq, (int(plain[0]), int(plain[1]))
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return 0, (0, 0)  # from the start: the ingester skips what the store holds
 
     def _save_cursor(self) -> None:
-        atomic_write_text(self.folders.state_dir / CURSOR_FILE, json.dumps({"offset": self.offset}))
+        position = {"seq": self.ingester.applied_seq, "plain": list(self.ingester.plain_mark)}
+        atomic_write_text(self.folders.state_dir / CURSOR_FILE, json.dumps(position))
 
     # --- events --------------------------------------------------------------------------------
 
     def apply(self, text: str) -> None:
-        """Apply the complete lines of ``text`` after the saved offset, then save the new offset."""
-        reporter = self.reporter
-        assert reporter is not None
-        fresh = text[self.offset :]
-        consumed = 0
-        for event, line in split_log(fresh):
-            consumed += len(line) + 1
-            if event is None:
-                if line.strip():
-                    reporter.log(line.rstrip())
-                continue
-            self._apply_event(reporter, event)
-        if consumed:
-            reporter.flush()
-            self.offset += consumed
+        """Apply the complete lines of the job's whole log ``text`` (the ingester skips what it applied
+        before), then save its position."""
+        lines, _ = split_lines(text)
+        self.log_size = len(text)
+        before = (self.ingester.applied_seq, self.ingester.plain_mark)
+        self.ingester.feed(lines)
+        if (self.ingester.applied_seq, self.ingester.plain_mark) != before:
             self._save_cursor()
-
-    def _apply_event(self, reporter: StoreReporter, event: Event) -> None:
-        data = event.data
-        kind = event.kind
-        if kind == "started":
-            with contextlib.suppress(InvalidStateError):
-                self._advance(RunStatus.RUNNING)
-            reporter.log(
-                f"Ray job {submission_id(self.run_id)} started (pid {data.get('pid')} on {data.get('host')})."
-            )
-        elif kind == "phase":
-            reporter.phase(str(data.get("name", "")), str(data.get("message", "")))
-        elif kind == "progress":
-            reporter.progress(str(data.get("task", "")), int(data.get("completed", 0)), data.get("total"))
-        elif kind == "metric":
-            value = data.get("value")
-            if isinstance(value, (int, float)):
-                reporter.metric(str(data["key"]), float(value), int(data.get("step", 0)), data.get("trial"))
-        elif kind == "log":
-            reporter.log(str(data.get("line", "")))
-        elif kind == "trial_started":
-            reporter.trial_started(str(data["trial"]), dict(data.get("params") or {}))
-        elif kind == "trial_ended":
-            reporter.trial_ended(str(data["trial"]), str(data["status"]), dict(data.get("metrics") or {}))
-        elif kind == "result":
-            self.result = event
-        elif kind == "error":
-            self.error = event
-        # "heartbeat": the reporter's own heartbeats keep the run alive while the job is followed.
 
     def _advance(self, target: RunStatus) -> None:
         status = self.store.get_run(self.run_id).status
@@ -199,16 +170,19 @@ class Follower:
         reporter = self.reporter = StoreReporter(self.store, run, log_path=self.folders.log_path)
         reporter.adopt_children(self.store.list_child_runs(self.run_id))  # a resumed follower
         reporter.start()
+        self.ingester.on_lines = reporter.write_log_file
         self.worker.reporter = reporter
         started = time.monotonic()
         try:
             info = self._watch()
+            # Trials the ingester started are ended with the run by the worker's reporter.
+            reporter.adopt_children(self.store.list_child_runs(self.run_id))
             code = self._end(info, time.monotonic() - started)
         except JobError as exc:
-            code = self.worker._fail(exc.error)
+            code = self.worker.fail(exc.error)
         except Exception as exc:  # a bug or the store: the run must not stay Running for ever
             logger.exception("Following run %s failed", self.run_id)
-            code = self.worker._fail(RunError.from_exception(exc))
+            code = self.worker.fail(RunError.from_exception(exc))
         finally:
             reporter.close()
         mark_done(self.folders.state_dir)
@@ -239,6 +213,9 @@ class Follower:
             elif info.state is JobState.RUNNING:
                 with contextlib.suppress(InvalidStateError):
                     self._advance(RunStatus.PREPARING)
+                if not self.running_logged:
+                    self.running_logged = True
+                    reporter.log(f"Ray job {submission_id(self.run_id)} started on {self.cluster.address}.")
             if reporter.should_stop() and not self.stop_sent and not info.state.is_final:
                 with contextlib.suppress(ClusterUnreachableError):  # tried again at the next poll
                     stop(self.client, self.run_id)
@@ -248,7 +225,7 @@ class Follower:
                 self.apply(job_logs(self.client, self.run_id) + "\n")  # the last line, even unterminated
                 return info.state
             # Ray serves a job's log only whole: poll a long log less often (1 s more per 200 kB).
-            time.sleep(POLL_S * (1 + self.offset // LOG_BYTES_PER_EXTRA_POLL_S))
+            time.sleep(POLL_S * (1 + self.log_size // LOG_BYTES_PER_EXTRA_POLL_S))
 
     def _check_schedulable(self) -> None:
         reason = cluster_fit_reason(self.cluster, get_size(self.spec.size))
@@ -266,15 +243,11 @@ class Follower:
         )
 
     def _end(self, state: JobState, seconds: float) -> int:
-        if self.result is not None and state in (JobState.SUCCEEDED, JobState.STOPPED):
-            return self._finish_with_result(self.result, seconds)
-        if self.error is not None:
-            data = self.error.data
-            raise JobError(
-                RunError(
-                    str(data.get("type") or "TrainingError"), str(data.get("message", "")), data.get("hint")
-                )
-            )
+        result, error = self.ingester.result, self.ingester.error
+        if result is not None and state in (JobState.SUCCEEDED, JobState.STOPPED):
+            return self._finish_with_result(result, seconds)
+        if error is not None:
+            raise JobError(RunError(error.type or "TrainingError", error.message, error.hint))
         if state is JobState.STOPPED:
             status = self.store.get_run(self.run_id).status
             if status is not RunStatus.CANCEL_REQUESTED:
@@ -296,12 +269,11 @@ class Follower:
             message = ""
         raise JobError(lifecycle.lost_error(self.run_id, f"{detail}: {message}" if message else detail))
 
-    def _finish_with_result(self, event: Event, seconds: float) -> int:
+    def _finish_with_result(self, event: Result, seconds: float) -> int:
         """Verify each output against the job's sha256, then end the run as the local worker does."""
-        data = event.data
-        output_dir = Path(str(data.get("output_dir", "")))
-        files = {str(k): Path(str(v)) for k, v in dict(data.get("files") or {}).items()}
-        expected = dict(data.get("sha256") or {})
+        output_dir = Path(event.output_dir)
+        files = {str(k): Path(str(v)) for k, v in event.files.items()}
+        expected = dict(event.sha256)
         bad = []
         for name, path in sorted(files.items()):
             if not path.exists():
@@ -317,8 +289,8 @@ class Follower:
                     "shared filesystem).",
                 )
             )
-        result = replace(result_from_dict(dict(data["result"]), output_dir), files=files)
-        return self.worker._finish(result, seconds)
+        result = replace(result_from_dict(dict(event.result), output_dir), files=files)
+        return self.worker.finish(result, seconds)
 
 
 def _lock(path: Path) -> Any:
