@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
@@ -30,7 +31,7 @@ from ..spec import ComputeSpec
 from .cluster import ClusterUnreachableError, RayCluster, check_address_security, is_loopback
 from .follow import FOLLOW_FILE, FOLLOWER_RECORD, FollowSpec, is_done
 from .jobs import JobState, get_job, stop, submission_id, submit
-from .jobspec import RayJobSpec
+from .jobspec import RayJobSpec, worker_plan
 from .resources import cluster_fit_reason
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ class RayBackend(ComputeBackend):
             target=job.target,
             output_dir=str(folders.work_dir),
             checkpoint_dir=str(checkpoint_dir),
+            **asdict(worker_plan(spec.size, spec.max_nodes)),
         )
         submit(cluster, ray_job, spec.size, upload_data=upload)
         follower = start_follower(job, spec)

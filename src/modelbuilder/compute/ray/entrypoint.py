@@ -100,6 +100,11 @@ def run(spec: RayJobSpec, writer: EventWriter) -> int:
         checkpoint_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else None
         if checkpoint_dir is not None:
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if spec.worker_plan.data_parallel:
+            from .train_workers import run_workers
+
+            run_workers(spec, reporter, output_dir)  # rank 0 sends the result event itself
+            return 0
         trainer = load_target(spec.target)
         result = trainer(config, reporter, output_dir, checkpoint_dir=checkpoint_dir)
         digests = {name: digest(path) for name, path in sorted(result.files.items())}

@@ -150,7 +150,8 @@ def submit(
 ) -> str:
     """Submit the run's job unless it exists already; its submission id.
 
-    The entrypoint asks for the size's vCPUs and GPUs, so a job runs only where the whole size fits.
+    The entrypoint asks for the size's vCPUs and GPUs, so a job runs only where the whole size fits (a
+    data-parallel job's entrypoint asks for nothing: its training workers ask for the size).
 
     Raises:
         ComputeError: the package or the data is too large to upload, or the cluster refused the job.
@@ -167,8 +168,8 @@ def submit(
             submission_id=job_id,
             runtime_env=runtime_env(upload_data),
             metadata={"modelbuilder_run": spec.run_id},
-            entrypoint_num_cpus=size.vcpus,
-            entrypoint_num_gpus=size.gpus,
+            entrypoint_num_cpus=spec.entrypoint_resources(size)[0],
+            entrypoint_num_gpus=spec.entrypoint_resources(size)[1],
         )
     except OSError as exc:
         raise ClusterUnreachableError(

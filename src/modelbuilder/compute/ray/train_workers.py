@@ -1,0 +1,229 @@
+"""Data-parallel training inside a Ray job: the trainer in a Ray Train ``TorchTrainer`` worker group.
+
+When a size asks for several workers (``WorkerPlan``: one per GPU with NCCL, or a CPU size's worker
+count with gloo), the job's entrypoint does not train itself. It starts ``workers`` Ray Train workers,
+packed onto one node (``STRICT_PACK``, as on one VM), restarted up to ``MAX_WORKER_FAILURES`` times
+when one dies (the trainer resumes from its finished trials). Every worker runs the same trainer with
+a ``DataParallelStrategy`` and its ``DistributedContext``; rank 0 is the run (plan, features, export,
+outputs, events), the others only take the gradient steps.
+
+Rank 0's events reach the job's log through a small actor (``EventBridge``) that the entrypoint drains
+and prints: a worker's own stdout would arrive prefixed by Ray and interleaved with the other ranks'.
+The same actor carries a cancel (``ray job stop`` signals only the entrypoint) to rank 0, whose
+``should_stop`` every rank then follows at its next step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ...errors import ComputeError
+from .entrypoint import EventReporter
+from .events import EventWriter, digest
+from .jobspec import RayJobSpec
+
+#: Worker-group restarts Ray Train allows before the run fails (a killed worker is one failure).
+MAX_WORKER_FAILURES = int(os.environ.get("MODELBUILDER_RAY_MAX_WORKER_FAILURES", "2"))
+#: How often the entrypoint prints what rank 0 sent, and rank 0 asks whether to stop.
+PUMP_INTERVAL_S = 0.2
+STOP_POLL_S = 0.5
+
+
+class WorkerGroupError(ComputeError):
+    """The training worker group failed (more often than ``MAX_WORKER_FAILURES``)."""
+
+
+class EventBridge:
+    """An actor between rank 0 and the entrypoint: events one way, the cancel and rank 0's error the other."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.stop = False
+        self.error: dict[str, Any] | None = None
+
+    def push(self, kind: str, data: dict[str, Any]) -> None:
+        self.events.append((kind, data))
+
+    def drain(self) -> list[tuple[str, dict[str, Any]]]:
+        events, self.events = self.events, []
+        return events
+
+    def request_stop(self) -> None:
+        self.stop = True
+
+    def stop_requested(self) -> bool:
+        return self.stop
+
+    def set_error(self, error: dict[str, Any]) -> None:
+        self.error = error
+
+    def last_error(self) -> dict[str, Any] | None:
+        return self.error
+
+
+class BridgeWriter(EventWriter):
+    """An ``EventWriter`` that sends each event to the bridge (the entrypoint numbers and prints it)."""
+
+    def __init__(self, bridge: Any) -> None:
+        super().__init__()
+        self.bridge = bridge
+
+    def emit(self, kind: str, **data: Any) -> None:
+        # One caller's calls to an actor run in order: the entrypoint prints them as rank 0 sent them.
+        self.bridge.push.remote(kind, data)
+
+
+class BridgeReporter(EventReporter):
+    """Rank 0's reporter: events to the bridge, ``should_stop`` from the bridge (asked at most every
+    ``STOP_POLL_S``: the loop asks at every step)."""
+
+    def __init__(self, bridge: Any) -> None:
+        super().__init__(BridgeWriter(bridge))
+        self.bridge = bridge
+        self._asked = 0.0
+
+    def should_stop(self) -> bool:
+        import ray
+
+        now = time.monotonic()
+        if not self.stop_requested.is_set() and now - self._asked >= STOP_POLL_S:
+            self._asked = now
+            if ray.get(self.bridge.stop_requested.remote()):
+                self.stop_requested.set()
+        return self.stop_requested.is_set()
+
+
+def accepts_workers(trainer: Any) -> bool:
+    """Whether a trainer function can run as a data-parallel worker (takes ``distributed``)."""
+    try:
+        return "distributed" in inspect.signature(trainer).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: the trainer with this worker's strategy, rank and reporter."""
+    import ray.train.torch
+
+    from ...errors import ModelBuilderError
+    from ...training.config import TrainingConfig
+    from ...training.devices import CPUStrategy, CUDAStrategy, DataParallelStrategy, DeviceStrategy
+    from ...training.distributed import DistributedContext, SilentReporter
+    from ..outputs import result_to_dict
+    from ..worker import load_target
+
+    spec = RayJobSpec.from_argument(loop_config["spec"])
+    bridge = loop_config["bridge"]
+    distributed = DistributedContext.from_process_group()
+    inner: DeviceStrategy = CPUStrategy()
+    if spec.use_gpu:
+        inner = CUDAStrategy(ray.train.torch.get_device().index or 0)
+    strategy = DataParallelStrategy(inner)
+    config_data = dict(spec.config)
+    if not config_data.get("data"):
+        config_data["data"] = os.getcwd()  # uploaded data: every worker's working directory holds it
+    config = TrainingConfig.from_dict(config_data)
+    trainer = load_target(spec.target)
+    threads = max(1, int(spec.cpus_per_worker))
+    if not distributed.is_main:
+        scratch = Path(tempfile.mkdtemp(prefix=f"mb-rank{distributed.rank}-"))
+        try:
+            trainer(config, SilentReporter(), scratch, strategy=strategy, distributed=distributed,
+                    threads=threads)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
+    reporter = BridgeReporter(bridge)
+    output_dir = Path(loop_config["output_dir"])
+    checkpoint_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else None
+    reporter.log(f"data-parallel: rank 0 of {distributed.world_size} workers ({strategy.inner.name})")
+    try:
+        result = trainer(config, reporter, output_dir, checkpoint_dir=checkpoint_dir, strategy=strategy,
+                         distributed=distributed, threads=threads)
+    except ModelBuilderError as exc:
+        bridge.set_error.remote({"type": type(exc).__name__, "message": exc.message, "hint": exc.hint})
+        raise
+    reporter.writer.emit(
+        "result",
+        result=result_to_dict(result),
+        output_dir=str(output_dir),
+        sha256={name: digest(path) for name, path in sorted(result.files.items())},
+        files={name: str(path) for name, path in result.files.items()},
+    )
+
+
+def run_workers(spec: RayJobSpec, reporter: EventReporter, output_dir: Path) -> None:
+    """Train ``spec`` in a worker group; rank 0's events (its ``result`` included) are printed here.
+
+    Raises:
+        ComputeError: the trainer cannot train data-parallel.
+        WorkerGroupError: the worker group failed beyond its restarts (with rank 0's error when it
+            raised one).
+    """
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ..worker import load_target
+
+    if not accepts_workers(load_target(spec.target)):
+        raise ComputeError(
+            f"The trainer {spec.target} cannot train on {spec.workers} workers (it takes no "
+            "'distributed' argument).",
+            hint="Use a compute with one worker (max nodes 1, or a one-GPU size) for this trainer.",
+        )
+    ray.init(ignore_reinit_error=True, log_to_driver=False)
+    bridge: Any = ray.remote(num_cpus=0)(EventBridge).remote()
+    per_worker = {"CPU": spec.cpus_per_worker, **({"GPU": 1.0} if spec.use_gpu else {})}
+    reporter.log(f"data-parallel: {spec.workers} workers with {per_worker} each, packed on one node "
+                 f"({'NCCL' if spec.use_gpu else 'gloo'})")
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"spec": spec.to_argument(), "bridge": bridge, "output_dir": str(output_dir)},
+        scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu,
+                                     resources_per_worker=per_worker, placement_strategy="STRICT_PACK"),
+        run_config=RunConfig(name=f"mb-{spec.run_id}",
+                             storage_path=str(output_dir.parent / f".ray-train-{spec.run_id}"),
+                             failure_config=FailureConfig(max_failures=MAX_WORKER_FAILURES)),
+    )
+    done = threading.Event()
+    pump = threading.Thread(target=_pump, args=(bridge, reporter, done), name="mb-bridge", daemon=True)
+    pump.start()
+    try:
+        trainer.fit()
+    except Exception as exc:
+        error: dict[str, Any] | None = ray.get(bridge.last_error.remote())
+        if error:
+            raise WorkerGroupError(str(error["message"]), hint=error.get("hint")) from exc
+        raise WorkerGroupError(
+            f"The {spec.workers} training workers failed (after up to {MAX_WORKER_FAILURES} restarts): "
+            f"{exc}",
+            hint="See the run's log for the worker's traceback.",
+        ) from exc
+    finally:
+        done.set()
+        pump.join()
+        _forward(bridge, reporter)  # what rank 0 sent last
+
+
+def _forward(bridge: Any, reporter: EventReporter) -> None:
+    import ray
+
+    for kind, data in ray.get(bridge.drain.remote()):
+        reporter.writer.emit(kind, **data)
+
+
+def _pump(bridge: Any, reporter: EventReporter, done: threading.Event) -> None:
+    stop_sent = False
+    while not done.wait(PUMP_INTERVAL_S):
+        if reporter.stop_requested.is_set() and not stop_sent:
+            bridge.request_stop.remote()
+            stop_sent = True
+        _forward(bridge, reporter)

@@ -1,0 +1,82 @@
+"""Sizes become training workers: a GPU size one worker per GPU, a CPU size its compute's node count; a
+2-worker CPU run (gloo, Ray Train) trains a real tiny model end to end as well as one worker does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from factories import make_image_folder
+from modelbuilder.compute import ComputeSpec
+from modelbuilder.compute.ray.jobspec import RayJobSpec, WorkerPlan, worker_plan
+from modelbuilder.compute.sizes import get_size
+from modelbuilder.entities import ProvisioningState, RunStatus
+from modelbuilder.services import open_workspace, runs, submit_training
+from modelbuilder.services.computes import create_compute
+from modelbuilder.services.workspaces import WorkspaceSession
+from modelbuilder.training.config import TrainingConfig
+from modelbuilder.training.reporter import RecordingReporter
+from ray_head import RayHead
+
+#: Only gradient-trained trials, so the accuracy compared is the data-parallel training's own.
+GRADIENT_TRIALS = ("partial_finetune",)
+
+
+def test_gpu_sizes_take_one_worker_per_gpu_and_cpu_sizes_their_node_count() -> None:
+    assert worker_plan(get_size("Standard_NC12")) == WorkerPlan(2, True, 6.0)
+    assert worker_plan(get_size("Standard_NC24")) == WorkerPlan(4, True, 6.0)
+    assert worker_plan(get_size("Standard_NC4as_T4_v3")) == WorkerPlan(1, True, 4.0)
+    assert worker_plan(get_size("Standard_F2s_v2")) == WorkerPlan(1, False, 2.0)
+    assert worker_plan(get_size("Standard_F2s_v2"), nodes=2) == WorkerPlan(2, False, 1.0)
+    assert worker_plan(get_size("Standard_F2s_v2"), nodes=8) == WorkerPlan(2, False, 1.0)  # one per vCPU
+
+
+def test_a_data_parallel_entrypoint_leaves_the_size_to_its_workers() -> None:
+    size = get_size("Standard_NC12")
+    single = RayJobSpec("r1", {}, "m:f")
+    group = RayJobSpec("r1", {}, "m:f", workers=2, use_gpu=True, cpus_per_worker=6.0)
+    assert single.entrypoint_resources(size) == (12.0, 2.0)
+    assert group.entrypoint_resources(size) == (0.0, 0.0)
+    assert RayJobSpec.from_argument(group.to_argument()).worker_plan == WorkerPlan(2, True, 6.0)
+
+
+@pytest.fixture
+def session() -> Iterator[WorkspaceSession]:
+    opened = open_workspace()
+    yield opened
+    opened.close()
+
+
+@pytest.mark.slow
+def test_two_cpu_workers_train_a_real_model_as_well_as_one(
+    session: WorkspaceSession, ray_head: RayHead, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    from modelbuilder.training.trainer import run_training
+
+    data = make_image_folder(tmp_path / "shapes", classes=3, per_class=12, size=32)
+    config = TrainingConfig(data=str(data), time_budget=15, architecture="test_tiny",
+                            strategies=GRADIENT_TRIALS)
+    one = run_training(config, RecordingReporter(), tmp_path / "one-worker")
+
+    spec = ComputeSpec.create("cpu-ddp", "Standard_F2s_v2", backend="ray", address=ray_head.address,
+                              max_nodes=2)
+    assert create_compute(session, spec).state is ProvisioningState.SUCCEEDED
+    submission = submit_training(session, config, compute="cpu-ddp")
+    *_, last = runs.follow_run(session, submission.run.id, submission.worker, timeout=240)
+    run = session.store.get_run(submission.run.id)
+    assert last.run.status is RunStatus.COMPLETED, run.error
+
+    metrics = run.latest_metrics
+    assert metrics["world_size"] == 2
+    assert metrics["steps_rank_0"] > 0
+    assert metrics["steps_rank_0"] == metrics["steps_rank_1"]  # both workers took every step
+    trials = session.store.list_child_runs(run.id)
+    assert [t.params["world_size"] for t in trials] == [2]
+    # 3 classes, 7 validation images: one image is 0.14; a 2-worker run sees the same data and seed.
+    assert metrics["accuracy"] >= one.accuracy - 0.3
+    assert metrics["accuracy"] > 1 / 3 + 0.1
+    names = {a.path for a in session.store.list_artifacts(run.id)}
+    assert {"bestModel.onnx", "MLModel.zip", "result.json"} <= names
