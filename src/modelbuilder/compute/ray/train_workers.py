@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ComputeError
+from ..events import EventWriter, RunEvent, digest
 from .entrypoint import EventReporter
-from .events import EventWriter, digest
 from .jobspec import RayJobSpec
 
 #: Worker-group restarts Ray Train allows before the run fails (a killed worker is one failure).
@@ -44,14 +44,14 @@ class EventBridge:
     """An actor between rank 0 and the entrypoint: events one way, the cancel and rank 0's error the other."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[RunEvent] = []
         self.stop = False
         self.error: dict[str, Any] | None = None
 
-    def push(self, kind: str, data: dict[str, Any]) -> None:
-        self.events.append((kind, data))
+    def push(self, event: RunEvent) -> None:
+        self.events.append(event)
 
-    def drain(self) -> list[tuple[str, dict[str, Any]]]:
+    def drain(self) -> list[RunEvent]:
         events, self.events = self.events, []
         return events
 
@@ -69,15 +69,17 @@ class EventBridge:
 
 
 class BridgeWriter(EventWriter):
-    """An ``EventWriter`` that sends each event to the bridge (the entrypoint numbers and prints it)."""
+    """An ``EventWriter`` that sends each event to the bridge; the entrypoint's writer numbers and prints
+    it (one sequence for the job, whichever process made the event)."""
 
     def __init__(self, bridge: Any) -> None:
         super().__init__()
         self.bridge = bridge
 
-    def emit(self, kind: str, **data: Any) -> None:
+    def send(self, event: RunEvent) -> RunEvent:
         # One caller's calls to an actor run in order: the entrypoint prints them as rank 0 sent them.
-        self.bridge.push.remote(kind, data)
+        self.bridge.push.remote(event)
+        return event
 
 
 class BridgeReporter(EventReporter):
@@ -216,8 +218,8 @@ def run_workers(spec: RayJobSpec, reporter: EventReporter, output_dir: Path) -> 
 def _forward(bridge: Any, reporter: EventReporter) -> None:
     import ray
 
-    for kind, data in ray.get(bridge.drain.remote()):
-        reporter.writer.emit(kind, **data)
+    for event in ray.get(bridge.drain.remote()):
+        reporter.writer.send(event)
 
 
 def _pump(bridge: Any, reporter: EventReporter, done: threading.Event) -> None:
