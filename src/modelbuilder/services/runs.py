@@ -5,8 +5,9 @@ A run's worker may die without a word (``kill -9``, out of memory). Two things c
 - the *supervisor*: whoever follows a run (``follow_run``: the CLI waiting on ``train``, the Python API's
   ``wait_for_completion``) checks the worker on every poll and marks the run ``Failed`` with
   ``process lost`` as soon as the worker is gone without having ended the run;
-- ``reap_stale_runs``, which any command can run: runs whose heartbeat is older than ``max_age`` seconds,
-  and runs whose recorded local worker process no longer exists, are marked lost.
+- ``reap_stale_runs``, which any command can run: runs whose heartbeat is older than ``max_age`` seconds
+  (after asking their backend, which may still run them: a Ray job outlives its follower), and runs whose
+  recorded worker no longer exists, are marked lost.
 
 Artifacts are recorded only after they were written completely (see ``compute.outputs``), so a lost run
 never has a half-written artifact on record.
@@ -134,14 +135,28 @@ def reap_stale_runs(
 ) -> list[Run]:
     """Mark ``Failed`` (``process lost``) every run whose worker is gone; return them.
 
-    A worker is gone when its run sent no heartbeat for ``max_age`` seconds, or — given the session, to
-    ask each run's backend — when its worker has ended without ending the run, or when a
-    ``Queued`` run never got a worker within ``max_age`` seconds. Given the artifact store, the artifact
-    records of each lost run are reconciled with its files first.
+    A worker is gone when its run sent no heartbeat for ``max_age`` seconds and — given the session —
+    its backend, asked first, says its worker has ended or cannot find it: a Ray run whose job the
+    cluster still runs is not lost because its follower died with the submitting machine (``find``
+    starts a new follower, which resumes and heartbeats again). Given the session, a worker that has
+    ended without ending the run, and a ``Queued`` run that never got a worker within ``max_age``
+    seconds, are lost too. Given the artifact store, the artifact records of each lost run are
+    reconciled with its files first.
     """
     reaped: list[Run] = []
     for run in store.find_stale_runs(max_age):
-        ended = mark_lost(store, run.id, f"no heartbeat for {_age_seconds(run):.0f} s", artifacts)
+        detail = f"no heartbeat for {_age_seconds(run):.0f} s"
+        if session is not None:
+            stale_worker = find_worker(session, run)
+            if stale_worker is not None:
+                worker_status = stale_worker.status()
+                if not worker_status.is_final:
+                    logger.info(
+                        "Run %s has no recent heartbeat but its worker lives: %s", run.id, worker_status
+                    )
+                    continue
+                detail = f"{detail}; {worker_status}"
+        ended = mark_lost(store, run.id, detail, artifacts)
         if ended is not None:
             reaped.append(ended)
     if session is None:

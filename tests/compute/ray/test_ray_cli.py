@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -144,7 +146,7 @@ def test_a_killed_follower_is_restarted_and_applies_each_event_once(
 
 
 @pytest.fixture
-def session_ray(cpu_ray: str) -> tuple[WorkspaceSession, str]:
+def session_ray(cpu_ray: str) -> Iterator[tuple[WorkspaceSession, str]]:
     opened = open_workspace()
     yield opened, cpu_ray
     opened.close()
@@ -180,3 +182,57 @@ def test_a_job_the_cluster_forgot_fails_the_run_with_that_reason(
     error = session.store.get_run(run_id).error
     assert error is not None
     assert f"the Ray cluster no longer knows Ray job {submission_id(run_id)}" in error.message
+
+
+def _kill_follower(session: WorkspaceSession, run_id: str) -> int:
+    record = WorkerRecord.find(session.folder / "workers" / run_id / FOLLOWER_RECORD)
+    assert record is not None
+    os.kill(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(record.pid) and psutil.Process(record.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return record.pid
+
+
+def test_the_reaper_asks_the_backend_before_it_marks_a_silent_ray_run_lost(
+    session_ray: tuple[WorkspaceSession, str], data: Path, ray_head: RayHead
+) -> None:
+    session, compute = session_ray
+    submission = submit_training(
+        session, fake_config(data, trials=2, epochs=400, epoch_seconds=0.05), compute=compute
+    )
+    run_id = submission.run.id
+    _wait_for_trials()
+    # The submitting machine "rebooted": its follower is gone and the run's heartbeat goes stale.
+    old = _kill_follower(session, run_id)
+    time.sleep(1.5)
+    assert run_id in [r.id for r in session.store.find_stale_runs(1.0)]
+    # The job still runs on the cluster: not lost; the backend started a new follower instead.
+    reaped = runs.reap_stale_runs(session.store, 1.0, session=session, artifacts=session.artifacts)
+    assert run_id not in [r.id for r in reaped]
+    assert not session.store.get_run(run_id).status.is_terminal
+    record = WorkerRecord.find(session.folder / "workers" / run_id / FOLLOWER_RECORD)
+    deadline = time.monotonic() + 30
+    while record is None or record.pid == old:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+        record = WorkerRecord.find(session.folder / "workers" / run_id / FOLLOWER_RECORD)
+    # Now the job goes too (a cluster restart), with the new follower: lost, with the backend's reason.
+    _kill_follower(session, run_id)
+    client = RayCluster(ray_head.address).job_client()
+    client.stop_job(submission_id(run_id))
+    deadline = time.monotonic() + 60
+    while not client.get_job_status(submission_id(run_id)).is_terminal():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert client.delete_job(submission_id(run_id))
+    while get_job(client, run_id).state is not JobState.UNKNOWN:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.5)
+    reaped = runs.reap_stale_runs(session.store, 1.0, session=session, artifacts=session.artifacts)
+    (lost,) = [r for r in reaped if r.id == run_id]
+    assert lost.status is RunStatus.FAILED and lost.error is not None
+    assert lost.error.message.startswith("process lost: no heartbeat for ")
+    assert f"the Ray cluster no longer knows Ray job {submission_id(run_id)}" in lost.error.message
