@@ -186,13 +186,15 @@ def run_workers(spec: RayJobSpec, reporter: EventReporter, output_dir: Path) -> 
     per_worker = {"CPU": spec.cpus_per_worker, **({"GPU": 1.0} if spec.use_gpu else {})}
     reporter.log(f"data-parallel: {spec.workers} workers with {per_worker} each, packed on one node "
                  f"({'NCCL' if spec.use_gpu else 'gloo'})")
+    # Ray Train's own run state (the trainer keeps its checkpoints itself): removed when the group ends.
+    storage = output_dir.parent / f".ray-train-{spec.run_id}"
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"spec": spec.to_argument(), "bridge": bridge, "output_dir": str(output_dir)},
         scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu,
                                      resources_per_worker=per_worker, placement_strategy="STRICT_PACK"),
         run_config=RunConfig(name=f"mb-{spec.run_id}",
-                             storage_path=str(output_dir.parent / f".ray-train-{spec.run_id}"),
+                             storage_path=str(storage),
                              failure_config=FailureConfig(max_failures=MAX_WORKER_FAILURES)),
     )
     done = threading.Event()
@@ -213,6 +215,7 @@ def run_workers(spec: RayJobSpec, reporter: EventReporter, output_dir: Path) -> 
         done.set()
         pump.join()
         _forward(bridge, reporter)  # what rank 0 sent last
+        shutil.rmtree(storage, ignore_errors=True)
 
 
 def _forward(bridge: Any, reporter: EventReporter) -> None:
