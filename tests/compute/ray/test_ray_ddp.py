@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,3 +81,30 @@ def test_two_cpu_workers_train_a_real_model_as_well_as_one(
     assert metrics["accuracy"] > 1 / 3 + 0.1
     names = {a.path for a in session.store.list_artifacts(run.id)}
     assert {"bestModel.onnx", "MLModel.zip", "result.json"} <= names
+
+
+@pytest.mark.slow
+def test_canceling_a_two_worker_run_stops_every_worker_and_keeps_the_best_model(
+    session: WorkspaceSession, ray_head: RayHead, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    data = make_image_folder(tmp_path / "shapes", classes=3, per_class=12, size=32)
+    # The linear head finishes first; the long data-parallel fine-tune is canceled while it trains.
+    config = TrainingConfig(data=str(data), time_budget=300, architecture="test_tiny",
+                            strategies=("linear", *GRADIENT_TRIALS))
+    spec = ComputeSpec.create("cpu-ddp-cancel", "Standard_F2s_v2", backend="ray",
+                              address=ray_head.address, max_nodes=2)
+    assert create_compute(session, spec).state is ProvisioningState.SUCCEEDED
+    submission = submit_training(session, config, compute="cpu-ddp-cancel")
+    deadline = time.monotonic() + 120
+    while len(session.store.list_child_runs(submission.run.id)) < 2:  # the fine-tune started
+        assert time.monotonic() < deadline, "the data-parallel trial never started"
+        assert not session.store.get_run(submission.run.id).status.is_terminal
+        time.sleep(0.5)
+    time.sleep(2)
+    runs.cancel_run(session, submission.run.id)
+    *_, last = runs.follow_run(session, submission.run.id, submission.worker, timeout=120)
+    run = session.store.get_run(submission.run.id)
+    assert last.run.status is RunStatus.CANCELED, run.error
+    assert run.latest_metrics["steps_rank_0"] == run.latest_metrics["steps_rank_1"] > 0
+    assert "bestModel.onnx" in {a.path for a in session.store.list_artifacts(run.id)}
