@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from factories import make_image_folder
@@ -108,3 +109,46 @@ def test_canceling_a_two_worker_run_stops_every_worker_and_keeps_the_best_model(
     assert last.run.status is RunStatus.CANCELED, run.error
     assert run.latest_metrics["steps_rank_0"] == run.latest_metrics["steps_rank_1"] > 0
     assert "bestModel.onnx" in {a.path for a in session.store.list_artifacts(run.id)}
+
+
+def _train_workers(head: RayHead) -> list[psutil.Process]:
+    found = []
+    for pid in head.session_pids():
+        try:
+            process = psutil.Process(pid)
+            if "RayTrainWorker" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_worker_restarts_the_group_which_resumes_and_completes(
+    session: WorkspaceSession, ray_head: RayHead, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    data = make_image_folder(tmp_path / "shapes", classes=3, per_class=12, size=32)
+    config = TrainingConfig(data=str(data), time_budget=40, architecture="test_tiny",
+                            strategies=("linear", *GRADIENT_TRIALS))
+    spec = ComputeSpec.create("cpu-ddp-kill", "Standard_F2s_v2", backend="ray",
+                              address=ray_head.address, max_nodes=2)
+    assert create_compute(session, spec).state is ProvisioningState.SUCCEEDED
+    submission = submit_training(session, config, compute="cpu-ddp-kill")
+    deadline = time.monotonic() + 120
+    # Kill as the first trial (linear, on rank 0 while the other rank waits for its decision) runs: the
+    # data-parallel fine-tune then runs in the restarted group.
+    while not session.store.list_child_runs(submission.run.id):
+        assert time.monotonic() < deadline, "no trial ever started"
+        time.sleep(0.2)
+    workers = _train_workers(ray_head)
+    assert len(workers) == 2
+    workers[-1].kill()
+    *_, last = runs.follow_run(session, submission.run.id, submission.worker, timeout=180)
+    run = session.store.get_run(submission.run.id)
+    assert last.run.status is RunStatus.COMPLETED, run.error
+    assert run.latest_metrics["worker_group_restarts"] == 1
+    lines, _ = runs.log_lines(session, run.id, limit=None)
+    log = "\n".join(line.text for line in lines)
+    assert "the worker group restarted after a worker failed (attempt 2 of 3)" in log
+    assert run.latest_metrics["steps_rank_0"] == run.latest_metrics["steps_rank_1"] > 0

@@ -47,6 +47,12 @@ class EventBridge:
         self.events: list[RunEvent] = []
         self.stop = False
         self.error: dict[str, Any] | None = None
+        self.attempts = 0
+
+    def attempt(self) -> int:
+        """Rank 0 starts: 1, then 2, ... after each restart of the worker group."""
+        self.attempts += 1
+        return self.attempts
 
     def push(self, event: RunEvent) -> None:
         self.events.append(event)
@@ -112,6 +118,7 @@ def accepts_workers(trainer: Any) -> bool:
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: the trainer with this worker's strategy, rank and reporter."""
+    import ray
     import ray.train.torch
 
     from ...errors import ModelBuilderError
@@ -145,6 +152,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     reporter = BridgeReporter(bridge)
     output_dir = Path(loop_config["output_dir"])
     checkpoint_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else None
+    attempt = ray.get(bridge.attempt.remote())
+    if attempt > 1:
+        reporter.log(f"data-parallel: the worker group restarted after a worker failed (attempt {attempt} "
+                     f"of {MAX_WORKER_FAILURES + 1}); resuming from the finished trials")
+        reporter.metric("worker_group_restarts", attempt - 1)
     reporter.log(f"data-parallel: rank 0 of {distributed.world_size} workers ({strategy.inner.name})")
     try:
         result = trainer(config, reporter, output_dir, checkpoint_dir=checkpoint_dir, strategy=strategy,
