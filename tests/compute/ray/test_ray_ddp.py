@@ -12,6 +12,10 @@ import pytest
 
 from factories import make_image_folder
 from modelbuilder.compute import ComputeSpec
+from modelbuilder.compute.events import Error, decode
+from modelbuilder.compute.job import DEFAULT_TRAINING_TARGET
+from modelbuilder.compute.ray.cluster import RayCluster
+from modelbuilder.compute.ray.jobs import FORWARD_ENV, get_job, job_logs, submit
 from modelbuilder.compute.ray.jobspec import RayJobSpec, WorkerPlan, worker_plan
 from modelbuilder.compute.sizes import get_size
 from modelbuilder.entities import ProvisioningState, RunStatus
@@ -152,3 +156,27 @@ def test_a_killed_worker_restarts_the_group_which_resumes_and_completes(
     log = "\n".join(line.text for line in lines)
     assert "the worker group restarted after a worker failed (attempt 2 of 3)" in log
     assert run.latest_metrics["steps_rank_0"] == run.latest_metrics["steps_rank_1"] > 0
+
+
+@pytest.mark.slow
+def test_workers_that_can_never_be_placed_fail_the_job_with_the_reason(
+    ray_head: RayHead, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torch")
+    # Provisioning refuses such a size on this head; submitted anyway, the job must not wait forever.
+    monkeypatch.setenv("MODELBUILDER_RAY_PLACEMENT_TIMEOUT_S", "3")
+    monkeypatch.setenv(FORWARD_ENV, "MODELBUILDER_RAY_PLACEMENT_TIMEOUT_S")
+    data = make_image_folder(tmp_path / "shapes", classes=2, per_class=3, size=8)
+    config = TrainingConfig(data=str(data), time_budget=10, architecture="test_tiny")
+    spec = RayJobSpec("unplaceable", config.to_dict(), DEFAULT_TRAINING_TARGET, str(tmp_path / "out"),
+                      workers=2, cpus_per_worker=2.0)  # 4 CPUs on one node; the head has 2
+    cluster = RayCluster(ray_head.address)
+    submit(cluster, spec, get_size("Standard_F4s_v2"))
+    client = cluster.job_client()
+    deadline = time.monotonic() + 90
+    while not get_job(client, spec.run_id).state.is_final:
+        assert time.monotonic() < deadline, "the job still waits for its workers"
+        time.sleep(1)
+    events = [decode(line) for line in job_logs(client, spec.run_id).splitlines()]
+    errors = [e for e in events if isinstance(e, Error)]
+    assert errors and "could not be placed" in errors[-1].message, events

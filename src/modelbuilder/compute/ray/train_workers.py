@@ -31,6 +31,9 @@ from .jobspec import RayJobSpec
 
 #: Worker-group restarts Ray Train allows before the run fails (a killed worker is one failure).
 MAX_WORKER_FAILURES = int(os.environ.get("MODELBUILDER_RAY_MAX_WORKER_FAILURES", "2"))
+#: Seconds the workers may wait to be placed before the run fails with the reason (a job whose entrypoint
+#: asks for nothing starts at once; its workers must not wait for resources forever).
+PLACEMENT_TIMEOUT_S = os.environ.get("MODELBUILDER_RAY_PLACEMENT_TIMEOUT_S", "45")
 #: How often the entrypoint prints what rank 0 sent, and rank 0 asks whether to stop.
 PUMP_INTERVAL_S = 0.2
 STOP_POLL_S = 0.5
@@ -193,6 +196,8 @@ def run_workers(spec: RayJobSpec, reporter: EventReporter, output_dir: Path) -> 
             "'distributed' argument).",
             hint="Use a compute with one worker (max nodes 1, or a one-GPU size) for this trainer.",
         )
+    # Read by Ray Train's controller, which inherits the entrypoint's environment.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", PLACEMENT_TIMEOUT_S)
     ray.init(ignore_reinit_error=True, log_to_driver=False)
     bridge: Any = ray.remote(num_cpus=0)(EventBridge).remote()
     per_worker = {"CPU": spec.cpus_per_worker, **({"GPU": 1.0} if spec.use_gpu else {})}
@@ -207,7 +212,10 @@ def run_workers(spec: RayJobSpec, reporter: EventReporter, output_dir: Path) -> 
                                      resources_per_worker=per_worker, placement_strategy="STRICT_PACK"),
         run_config=RunConfig(name=f"mb-{spec.run_id}",
                              storage_path=str(storage),
-                             failure_config=FailureConfig(max_failures=MAX_WORKER_FAILURES)),
+                             # A group that cannot be placed fails at once (no endless retries).
+                             failure_config=FailureConfig(  # type: ignore[call-arg]  # Train V2 (the default)
+                                 max_failures=MAX_WORKER_FAILURES,
+                                 controller_failure_limit=0)),
     )
     done = threading.Event()
     pump = threading.Thread(target=_pump, args=(bridge, reporter, done), name="mb-bridge", daemon=True)
@@ -218,6 +226,12 @@ def run_workers(spec: RayJobSpec, reporter: EventReporter, output_dir: Path) -> 
         error: dict[str, Any] | None = ray.get(bridge.last_error.remote())
         if error:
             raise WorkerGroupError(str(error["message"]), hint=error.get("hint")) from exc
+        if _placement_timed_out(exc):
+            raise WorkerGroupError(
+                f"The {spec.workers} training workers ({per_worker} each, on one node) could not be placed "
+                f"within {PLACEMENT_TIMEOUT_S}s: {exc}",
+                hint="Free the cluster's resources, or use a smaller size or fewer nodes.",
+            ) from exc
         raise WorkerGroupError(
             f"The {spec.workers} training workers failed (after up to {MAX_WORKER_FAILURES} restarts): "
             f"{exc}",
@@ -228,6 +242,14 @@ def run_workers(spec: RayJobSpec, reporter: EventReporter, output_dir: Path) -> 
         pump.join()
         _forward(bridge, reporter)  # what rank 0 sent last
         shutil.rmtree(storage, ignore_errors=True)
+
+
+def _placement_timed_out(exc: Exception) -> bool:
+    """Whether Ray Train gave up waiting for the workers' resources (its ``ControllerError`` carries a
+    ``WorkerGroupStartupTimeoutError``; matched by name: Ray Train's error classes are internal)."""
+    failure = getattr(exc, "controller_failure", None)
+    return type(failure).__name__ == "WorkerGroupStartupTimeoutError" or \
+        "WORKER_GROUP_START_TIMEOUT_S" in str(exc)
 
 
 def _forward(bridge: Any, reporter: EventReporter) -> None:
