@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from .. import hints
 from ..entities import ComputeSize
 from ..errors import InvalidParameterError
 from ..names import ENV_VAR_NAME, check_compute_name
@@ -103,7 +104,7 @@ class ComputeSpec:
             raise InvalidParameterError(
                 f"The size '{LOCAL_SIZE_NAME}' means this machine; it cannot be used with the {backend} "
                 "backend.",
-                hint="Choose a size from: modelbuilder compute sizes",
+                hint=f"Choose a size from: {hints.command('compute', 'sizes')}",
             )
         spec = cls(
             name=name,

@@ -6,6 +6,7 @@ there, once) and passes it to ``create_compute(session, spec)``.
 
 from __future__ import annotations
 
+from .. import hints
 from ..compute import provisioning
 from ..compute.provisioning import LOCAL_COMPUTE_NAME, ensure_local_compute, provision_compute
 from ..compute.sizes import list_sizes
@@ -64,8 +65,8 @@ def get_compute(session: WorkspaceSession, name: str) -> Compute:
     if found is None:
         raise ComputeNotFoundError(
             f"Compute '{name}' not found in workspace '{session.name}'.",
-            hint=f"Create it with: modelbuilder compute create {name} --size SIZE, list computes with: "
-            "modelbuilder compute list, or train on this machine with --compute local",
+            hint=f"Create it with: {hints.command('compute', 'create', name, size='SIZE')}, list computes "
+            f"with: {hints.command('compute', 'list')}, or train on this machine with --compute local",
         )
     return found
 
@@ -88,7 +89,7 @@ def delete_compute(session: WorkspaceSession, name: str) -> Compute:
         raise InvalidStateError(
             f"Compute '{name}' runs {len(busy)} active run(s) ({busy[0].id[:12]}...); it cannot be "
             "deleted now.",
-            hint=f"Cancel them first: modelbuilder run cancel {busy[0].id[:12]}",
+            hint=f"Cancel them first: {hints.command('run', 'cancel', hints.short_id(busy[0].id))}",
         )
     return provisioning.delete_compute(session.store, name)
 
@@ -107,8 +108,9 @@ def require_usable_compute(session: WorkspaceSession, name: str) -> Compute:
     raise ComputeError(
         f"Compute '{name}' is in state {compute.state.value}{reason}; it cannot run training.",
         hint=f"Train on another compute (e.g. --compute local), or delete it and create it with a size that "
-        f"fits: modelbuilder compute delete {name}; modelbuilder compute create {name} --size SIZE "
-        "(sizes: modelbuilder compute sizes)",
+        f"fits: {hints.command('compute', 'delete', name)}; "
+        f"{hints.command('compute', 'create', name, size='SIZE')} "
+        f"(sizes: {hints.command('compute', 'sizes')})",
     )
 
 

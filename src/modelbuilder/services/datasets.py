@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
+from .. import hints
 from ..data.detect import is_hidden
 from ..errors import DatasetError, InvalidParameterError, NotFoundError
 from .workspaces import WorkspaceSession
@@ -106,7 +107,8 @@ def _refuse(message: str, limits: UploadLimits) -> UploadRefusedError:
     return UploadRefusedError(
         message,
         hint=f"Upload a zip of a folder with one sub-folder per label ({limits.describe()}), or put the "
-        "data in a folder the portal may read (modelbuilder portal --data-root DIR) and pick it there.",
+        f"data in a folder the portal may read ({hints.command('portal', data_root='DIR')}) and pick it "
+        "there.",
     )
 
 

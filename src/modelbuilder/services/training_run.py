@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import hints
 from ..compute.backend import WorkerHandle, get_backend
 from ..compute.job import DEFAULT_TRAINING_TARGET, TrainingJob
 from ..compute.spec import ComputeSpec
@@ -200,14 +201,16 @@ def resume_training(
     if old.parent_run_id is not None:
         raise InvalidStateError(
             f"Run '{old.id}' is a trial of run '{old.parent_run_id}'; trials cannot be resumed alone.",
-            hint=f"Resume the parent run: modelbuilder train --resume {old.parent_run_id[:12]}",
+            hint="Resume the parent run: " + hints.command("train", resume=hints.short_id(old.parent_run_id)),
         )
     if old.status not in (RunStatus.FAILED, RunStatus.CANCELED):
+        short = hints.short_id(old.id)
         raise InvalidStateError(
             f"Run '{old.id}' is {old.status.value}; only Failed or Canceled runs can be resumed.",
-            hint="A Completed run has its outputs already: modelbuilder run download "
-            f"{old.id[:12]} DIR" if old.status is RunStatus.COMPLETED
-            else f"Wait for it to end, or cancel it: modelbuilder run cancel {old.id[:12]}",
+            hint="A Completed run has its outputs already: "
+            + hints.command("run", "download", short, output="DIR")
+            if old.status is RunStatus.COMPLETED
+            else f"Wait for it to end, or cancel it: {hints.command('run', 'cancel', short)}",
         )
     config = config_of_run(old)
     if time_budget is not None:
