@@ -49,6 +49,16 @@ def isolated_home(
     yield home
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hints_parse_under_the_cli() -> Iterator[None]:
+    """At the session's end: every command an error hint suggested in this process parses under the CLI."""
+    yield
+    from test_hints import unparsable_built_commands
+
+    unparsable = unparsable_built_commands()
+    assert not unparsable, "error hints suggested commands the CLI refuses:\n" + "\n".join(unparsable)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     server = PostgresServer()
