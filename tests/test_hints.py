@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import enum
 import re
+import shlex
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -402,3 +403,30 @@ def test_no_hand_written_commands_outside_the_cli() -> None:
         for line, text in hand_written_commands(path.read_text(encoding="utf-8"))
     ]
     assert found == [], "build these hints with modelbuilder.hints.command(...):\n" + "\n".join(found)
+
+
+# ------------------------------------------------------------------ commands in the portal's page templates
+
+#: A command shown in a page: ``<code>modelbuilder ...</code>``; Jinja expressions stand for values.
+TEMPLATE_COMMAND = re.compile(r"<code>\s*(?:modelbuilder|mb)\s+([^<]*?)\s*</code>")
+JINJA_EXPRESSION = re.compile(r"\{\{.*?\}\}")
+
+
+def template_commands(text: str) -> list[list[str]]:
+    return [shlex.split(JINJA_EXPRESSION.sub(PLACEHOLDER, found)) for found in TEMPLATE_COMMAND.findall(text)]
+
+
+def test_template_scan_reads_commands_and_their_values() -> None:
+    html = "<p>Try <code>modelbuilder workspace create {{ name }}</code> or <code>mb run list</code>.</p>"
+    assert template_commands(html) == [["workspace", "create", PLACEHOLDER], ["run", "list"]]
+
+
+def test_commands_in_the_portal_pages_parse_under_the_cli() -> None:
+    templates = sorted((SOURCE_ROOT / "portal" / "templates").glob("*.html"))
+    found = {
+        f"{path.name}: {' '.join(argv)}": parse_problem(argv)
+        for path in templates
+        for argv in template_commands(path.read_text(encoding="utf-8"))
+    }
+    assert len(found) >= 3, "the pages show commands; the scan found too few of them"
+    assert {where: problem for where, problem in found.items() if problem is not None} == {}
