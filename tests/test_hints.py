@@ -1,6 +1,6 @@
 """Every command that an error hint suggests parses under the real ``modelbuilder`` CLI.
 
-Three checks, because a hint can go wrong in three ways:
+Four checks, because a hint can go wrong in four ways:
 
 - a call of ``hints.command`` spells a command, an argument or an option the CLI does not have: every call
   site in the source is read with ``ast`` and its shape (literal words, option names, a typed sample value
@@ -8,7 +8,8 @@ Three checks, because a hint can go wrong in three ways:
 - a command line built while the tests run does not parse: the built ones are recorded in ``hints.BUILT`` and
   parsed here (and at the end of the test session, by ``tests/conftest.py``);
 - a hint spells a command by hand instead of building it: string literals below ``src/modelbuilder`` (outside
-  ``cli/``) must not contain ``modelbuilder <command>``.
+  ``cli/``) must not contain ``modelbuilder <command>``;
+- a page of the portal shows a command (``<code>modelbuilder ...</code>`` in a template) the CLI refuses.
 """
 
 from __future__ import annotations
