@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import hints
 from ..artifacts.local import ArtifactStore, LocalArtifactStore
-from ..compute.backend import WorkerHandle, get_backend
+from ..compute.backend import WorkerHandle, WorkerStatus, get_backend
 from ..compute.outputs import RESULT_NAME, materialize_outputs, result_from_dict
 from ..compute.spec import ComputeSpec
 from ..compute.worker import DEBUG_LOG_NAME
@@ -144,12 +144,18 @@ def reap_stale_runs(
     reconciled with its files first.
     """
     reaped: list[Run] = []
+    # What each top-level run's backend said, asked once per call: a second ``find`` could start a
+    # second Ray follower. A trial (child run) has the worker of its parent.
+    asked: dict[str, WorkerStatus | None] = {}
     for run in store.find_stale_runs(max_age):
         detail = f"no heartbeat for {_age_seconds(run):.0f} s"
         if session is not None:
-            stale_worker = find_worker(session, run)
-            if stale_worker is not None:
-                worker_status = stale_worker.status()
+            root = store.get_run(run.parent_run_id) if run.parent_run_id else run
+            if root.id not in asked:
+                stale_worker = find_worker(session, root)
+                asked[root.id] = None if stale_worker is None else stale_worker.status()
+            worker_status = asked[root.id]
+            if worker_status is not None:
                 if not worker_status.is_final:
                     logger.info(
                         "Run %s has no recent heartbeat but its worker lives: %s", run.id, worker_status
@@ -163,6 +169,8 @@ def reap_stale_runs(
         return reaped
     watched = {*WORKER_STATUSES, RunStatus.QUEUED}
     for run in store.list_runs(parent_run_id=None, statuses=watched, limit=None):
+        if run.id in asked:
+            continue
         worker = find_worker(session, run)
         if worker is None:
             if run.status is RunStatus.QUEUED and _age_seconds(run) > max_age:

@@ -203,7 +203,10 @@ def test_the_reaper_asks_the_backend_before_it_marks_a_silent_ray_run_lost(
         session, fake_config(data, trials=2, epochs=400, epoch_seconds=0.05), compute=compute
     )
     run_id = submission.run.id
-    _wait_for_trials()
+    deadline = time.monotonic() + 90
+    while not session.store.list_child_runs(run_id):  # this run trains (not an earlier test's)
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     # The submitting machine "rebooted": its follower is gone and the run's heartbeat goes stale.
     old = _kill_follower(session, run_id)
     time.sleep(1.5)
@@ -212,6 +215,8 @@ def test_the_reaper_asks_the_backend_before_it_marks_a_silent_ray_run_lost(
     reaped = runs.reap_stale_runs(session.store, 1.0, session=session, artifacts=session.artifacts)
     assert run_id not in [r.id for r in reaped]
     assert not session.store.get_run(run_id).status.is_terminal
+    # Its trials live with it (their heartbeats went stale too, but their worker is the run's).
+    assert not [c for c in session.store.list_child_runs(run_id) if c.status is RunStatus.FAILED]
     record = WorkerRecord.find(session.folder / "workers" / run_id / FOLLOWER_RECORD)
     deadline = time.monotonic() + 30
     while record is None or record.pid == old:
@@ -231,8 +236,12 @@ def test_the_reaper_asks_the_backend_before_it_marks_a_silent_ray_run_lost(
         assert time.monotonic() < deadline
         time.sleep(0.2)
     time.sleep(1.5)
-    reaped = runs.reap_stale_runs(session.store, 1.0, session=session, artifacts=session.artifacts)
-    (lost,) = [r for r in reaped if r.id == run_id]
+    # The reaper fails it, or (when Ray still reports the deleted job as ended) the follower it restarts.
+    while not session.store.get_run(run_id).status.is_terminal:
+        assert time.monotonic() < deadline
+        runs.reap_stale_runs(session.store, 1.0, session=session, artifacts=session.artifacts)
+        time.sleep(0.5)
+    lost = session.store.get_run(run_id)
     assert lost.status is RunStatus.FAILED and lost.error is not None
-    assert lost.error.message.startswith("process lost: no heartbeat for ")
-    assert f"the Ray cluster no longer knows Ray job {submission_id(run_id)}" in lost.error.message
+    assert lost.error.message.startswith("process lost: ")
+    assert f"Ray job {submission_id(run_id)}" in lost.error.message
