@@ -258,6 +258,27 @@ def test_an_error_event_fails_the_run_with_type_message_and_hint(store: SqlAlche
     assert store.get_run(run_id) == run
 
 
+def test_without_end_run_the_end_events_are_kept_for_the_caller(store: SqlAlchemyStore, run_id: str) -> None:
+    lines = _log(
+        [
+            ev.Started(),
+            ev.Result(result={"accuracy": 0.5}, sha256={"bestModel.onnx": "ab" * 32}),
+            ev.Error(type="DatasetError", message="broken", hint="fix it"),
+            ev.Ended(status="Completed"),
+        ]
+    )
+    ingester = EventIngester(store, run_id, end_run=False)
+    ingester.feed(lines)
+    assert store.get_run(run_id).status is RunStatus.RUNNING  # the caller ends the run (Ray: the follower)
+    assert "accuracy" not in store.get_latest_metrics(run_id)
+    # A resumed ingester skips them by seq but still knows them: the caller needs them after a restart.
+    again = EventIngester(store, run_id, applied_seq=ingester.applied_seq, end_run=False)
+    again.feed(lines)
+    assert again.result is not None and again.result.sha256 == {"bestModel.onnx": "ab" * 32}
+    assert again.error is not None and (again.error.message, again.error.hint) == ("broken", "fix it")
+    assert again.ended is not None and again.ended.status == "Completed"
+
+
 def test_completed_needs_artifacts_that_match_their_records(
     store: SqlAlchemyStore, artifacts: LocalArtifactStore, run_id: str
 ) -> None:

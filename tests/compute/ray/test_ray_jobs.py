@@ -1,4 +1,4 @@
-"""Ray jobs of runs: unknown jobs, the upload size limit, the event line format."""
+"""Ray jobs of runs: unknown jobs, the upload size limit, output digests."""
 
 from __future__ import annotations
 
