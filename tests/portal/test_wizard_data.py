@@ -308,3 +308,22 @@ def test_a_thumbnail_replaced_by_a_link_out_is_not_served(wclient: TestClient, r
     os.symlink(outside / "secret" / "photo.png", victim)  # swapped right after the scan
     params = {"source": "folder:0:flowers", "path": "label0/label0_0.png"}
     assert wclient.get(f"{API}/data/thumbnail", params=params).status_code == 404
+
+
+def test_many_converted_images_are_one_row_a_few_are_listed(wclient: TestClient, roots: tuple[Path, Path]
+                                                            ) -> None:
+    data = roots[0] / "flowers"
+    for index in range(8):  # greyscale images are kept (converted to RGB): one note each from the scan
+        make_image(0, 100 + index, size=24).convert("L").save(data / "label0" / f"grey_{index}.png")
+    make_image(1, 100, size=24).convert("L").save(data / "label1" / "grey_one.png")
+    body = wclient.get(f"{API}/data/preview", params={"source": "folder:0:flowers"}).json()
+    notes = [p for p in body["problems"] if p["action"] == "converted"]
+    assert len(notes) == 1, notes
+    assert notes[0]["message"].startswith("9 images were converted") and notes[0]["path"] is None
+    assert body["counts"] == {"label0": 11, "label1": 4}
+
+    for path in sorted((data / "label0").glob("grey_*.png"))[1:]:
+        path.unlink()
+    body = wclient.get(f"{API}/data/preview", params={"source": "folder:0:flowers"}).json()
+    listed = sorted(p["path"] for p in body["problems"] if p["action"] == "converted")
+    assert listed == ["label0/grey_0.png", "label1/grey_one.png"]

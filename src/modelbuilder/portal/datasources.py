@@ -16,11 +16,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
-from ..data.dataset import Dataset
+from ..data.dataset import CONVERTED, ROTATED, DataIssue, Dataset
 from ..data.probe import probe_files
 from ..data.scan import check_label_count, list_source, scan_dataset
 from ..data.sources import Listing
@@ -36,6 +37,9 @@ MIN_IMAGES_PER_LABEL = 2
 FEW_IMAGES_PER_LABEL = 5
 THUMBNAILS_PER_LABEL = 8
 PROBLEM_KINDS_BLOCKING = ("too_few_images",)
+#: Notes about kept images beyond this many are shown as one row per kind.
+MAX_NOTES_LISTED = 5
+_KEPT_ACTIONS = (CONVERTED, ROTATED)
 
 
 @dataclass
@@ -165,6 +169,25 @@ def _unchecked_scan(folder: Path, listing: Listing, labels: list[str]) -> Datase
     return Dataset(source=folder, labels=labels, items=items, issues=sorted(issues, key=lambda i: i.path))
 
 
+def _problems_of(issues: Sequence[DataIssue]) -> list[Problem]:
+    """One row per problem file; notes about files that were kept (converted to RGB, rotated) are folded
+    into one row per kind when there are many, so 500 greyscale images read as one line, not 500."""
+    problems: list[Problem] = []
+    notes: dict[tuple[str, str], list[DataIssue]] = {}
+    for issue in issues:
+        if issue.action in _KEPT_ACTIONS:
+            notes.setdefault((issue.kind, issue.action), []).append(issue)
+        else:
+            problems.append(Problem(issue.kind, issue.message, issue.path, None, issue.action))
+    for (kind, action), group in notes.items():
+        if len(group) <= MAX_NOTES_LISTED:
+            problems.extend(Problem(kind, note.message, note.path, None, action) for note in group)
+        else:
+            message = f"{len(group)} images were {action}; for example: {group[0].message}"
+            problems.append(Problem(kind, message, None, None, action))
+    return problems
+
+
 def _preview_of(source: str, folder: Path, dataset: Dataset) -> Preview:
     counts = dataset.counts()
     thumbnails: dict[str, list[str]] = {label: [] for label in dataset.labels}
@@ -174,9 +197,7 @@ def _preview_of(source: str, folder: Path, dataset: Dataset) -> Preview:
         usable.add(relative)
         if len(thumbnails[item.label]) < THUMBNAILS_PER_LABEL:
             thumbnails[item.label].append(relative)
-    problems = [
-        Problem(issue.kind, issue.message, issue.path, None, issue.action) for issue in dataset.issues
-    ]
+    problems = _problems_of(dataset.issues)
     for label, count in counts.items():
         if count < MIN_IMAGES_PER_LABEL:
             problems.append(Problem(
