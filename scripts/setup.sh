@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything modelbuilder needs into ./.venv (idempotent; re-runs only when pyproject.toml changes).
+# Installs everything modelbuilder needs into ./.venv (idempotent; re-runs only when pyproject.toml or this
+# script changes).
 # Usage: scripts/setup.sh [--with-browser]   (--with-browser also installs Debian's chromium for the UI tests
 # and PostgreSQL for the store tests, where missing)
 set -euo pipefail
@@ -25,7 +26,7 @@ pip_install() {
 }
 
 stamp=.venv/.modelbuilder-installed
-want="$(sha256sum pyproject.toml | cut -c1-16)"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "==> Installing Python packages (first time: a few minutes; torch is large)"
   echo "    pip"
@@ -33,8 +34,8 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   # The torch build that this machine's pip serves from local disk; pinned so no newer build is fetched.
   echo "    torch, torchvision"
   pip_install "torch==2.14.1" "torchvision==0.29.1"
-  echo "    modelbuilder[train,portal,postgres,dev]"
-  pip_install -e ".[train,portal,postgres,dev]"
+  echo "    modelbuilder[train,portal,postgres,ray,dev]"
+  pip_install -e ".[train,portal,postgres,ray,dev]"
   echo "$want" > "$stamp"
 fi
 
