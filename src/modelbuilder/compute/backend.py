@@ -79,6 +79,9 @@ class WorkerStatus:
 
     state: WorkerState
     detail: str = ""
+    #: False when this process cannot see the worker (a local worker of another host): the state is a
+    #: guess, and the run's heartbeats decide whether it lives.
+    known: bool = True
 
     @property
     def is_final(self) -> bool:

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 WORKER_MODULE = "modelbuilder.compute.worker"
 #: Two start times of one process read through different APIs differ by rounding only.
 _CREATE_TIME_TOLERANCE_S = 1.0
+#: How long kill() waits for the killed worker to be gone.
+KILL_WAIT_S = 30.0
 
 
 def _process_matches(record: WorkerRecord) -> psutil.Process | None:
@@ -66,7 +68,9 @@ class LocalWorkerHandle(WorkerHandle):
             return self._exit_status(self._popen.poll())
         if not self.record.on_this_host:
             # Another machine's process cannot be seen from here; its heartbeats decide.
-            return WorkerStatus(WorkerState.RUNNING, f"{self.describe()} (not visible from this host)")
+            return WorkerStatus(
+                WorkerState.RUNNING, f"{self.describe()} (not visible from this host)", known=False
+            )
         if _process_matches(self.record) is not None:
             return WorkerStatus(WorkerState.RUNNING, f"{self.describe()} is running")
         return WorkerStatus(WorkerState.LOST, f"{self.describe()} is gone")
@@ -105,7 +109,9 @@ class LocalWorkerHandle(WorkerHandle):
             os.killpg(self.record.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(self.record.pid, signal.SIGKILL)
-        self.wait(5.0)
+        # SIGKILL is certain but not instant: a process in uninterruptible I/O (a busy disk) dies when that
+        # I/O returns. Callers rely on the worker being gone when kill() returns.
+        self.wait(KILL_WAIT_S)
 
 
 class LocalBackend(ComputeBackend):

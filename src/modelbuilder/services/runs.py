@@ -136,7 +136,8 @@ def reap_stale_runs(
     """Mark ``Failed`` (``process lost``) every run whose worker is gone; return them.
 
     A worker is gone when its run sent no heartbeat for ``max_age`` seconds and — given the session —
-    its backend, asked first, says its worker has ended or cannot find it: a Ray run whose job the
+    its backend, asked first, says its worker has ended, cannot find it, or cannot see it (a local worker
+    of another host: only its heartbeats tell): a Ray run whose job the
     cluster still runs is not lost because its follower died with the submitting machine (``find``
     starts a new follower, which resumes and heartbeats again). Given the session, a worker that has
     ended without ending the run, and a ``Queued`` run that never got a worker within ``max_age``
@@ -155,7 +156,7 @@ def reap_stale_runs(
                 stale_worker = find_worker(session, root)
                 asked[root.id] = None if stale_worker is None else stale_worker.status()
             worker_status = asked[root.id]
-            if worker_status is not None:
+            if worker_status is not None and worker_status.known:
                 if not worker_status.is_final:
                     logger.info(
                         "Run %s has no recent heartbeat but its worker lives: %s", run.id, worker_status
