@@ -38,6 +38,20 @@ class Home:
         return json.loads(self(*args, "--json").stdout)
 
 
+def _portal_json(user: Home, path: str) -> object:
+    """GET ``path`` from the portal of ``user``'s home (in process), checking no password leaks."""
+    from fastapi.testclient import TestClient
+
+    from modelbuilder.portal import create_app
+
+    user.monkeypatch.setenv("MODELBUILDER_HOME", str(user.folder))
+    with TestClient(create_app("team-ws", port=8765), base_url="http://127.0.0.1:8765") as client:
+        response = client.get(path)
+    assert response.status_code == 200, (path, response.text[:500])
+    assert user.password not in response.text, path
+    return response.json()
+
+
 def _run_id(stdout: str) -> str:
     line = next(line for line in stdout.splitlines() if line.startswith("Monitor current run: "))
     return line.rsplit("/", 1)[1]
@@ -87,6 +101,11 @@ def test_two_homes_share_one_postgresql_workspace(
         assert time.monotonic() < deadline, "Bob's worker never started training"
         time.sleep(0.2)
     assert bob_run in alice("run", "list", "--workspace", "team-ws").stdout
+    # Alice's portal shows Bob's run live (running, with its trials), and her own completed one.
+    shown = _portal_json(alice, f"/api/workspaces/team-ws/runs/{bob_run}")
+    assert shown["status"] == "Running", shown  # type: ignore[index]
+    listed = _portal_json(alice, "/api/workspaces/team-ws/experiments/team-exp/runs")
+    assert {alice_run, bob_run} <= {r["id"] for r in listed["items"]}, listed  # type: ignore[index]
     # Alice's commands reap lost runs, but Bob's worker is not hers to judge: his run stays alive.
     assert alice.json("run", "show", bob_run, "--workspace", "team-ws")["status"] == "Running"  # type: ignore[index]
     alice("run", "cancel", bob_run, "--workspace", "team-ws")
