@@ -342,6 +342,7 @@ def test_openapi_documents_every_api_endpoint(client: TestClient) -> None:
         "/api/workspaces/{workspace}/compare",
         "/api/workspaces/{workspace}/computes",
         "/api/workspaces/{workspace}/computes/{name}",
+        "/api/workspaces/{workspace}/computes/{name}/resources",
         "/api/compute-sizes",
         run,
         *(f"{run}/{tail}" for tail in ("children", "metrics", "logs", "log.txt", "cancel", "artifacts")),

@@ -113,6 +113,28 @@ class Fit:
         return cls(reason or "the backend refused the size")
 
 
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node of a compute as its backend sees it now (a Ray node, or this machine)."""
+
+    address: str
+    cpus: float
+    gpus: float
+    memory_gib: float
+    #: Memory free now; None where the backend does not say (Ray's state API gives totals only).
+    memory_available_gib: float | None = None
+    gpu_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterResources:
+    """A compute's live nodes, or why they could not be read (never an exception: pages show it)."""
+
+    nodes: tuple[NodeInfo, ...] = ()
+    #: The reason the backend could not be asked ("The Ray cluster at ... is not reachable (...)").
+    unreachable: str | None = None
+
+
 class WorkerHandle(ABC):
     """A started (or found) worker of one run."""
 
@@ -194,6 +216,12 @@ class ComputeBackend(ABC):
         Raises:
             Exception: teardown failed (the compute is left ``Failed`` with the reason).
         """
+
+    def describe_resources(self, spec: ComputeSpec) -> ClusterResources | None:
+        """The compute's live nodes and what each offers, read within a few seconds; None when this
+        backend cannot tell (the default). An unreachable cluster is ``ClusterResources(unreachable=...)``,
+        not an exception."""
+        return None
 
     # --- execution --------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,16 @@ from typing import ClassVar
 import psutil
 
 from ..errors import ComputeError
-from .backend import ComputeBackend, Fit, WorkerHandle, WorkerState, WorkerStatus, register_backend
+from .backend import (
+    ClusterResources,
+    ComputeBackend,
+    Fit,
+    NodeInfo,
+    WorkerHandle,
+    WorkerState,
+    WorkerStatus,
+    register_backend,
+)
 from .job import RunFolders, TrainingJob, WorkerRecord
 from .provisioning import MachineCapacity, check_local_fit
 from .spec import LOCAL_BACKEND, ComputeSpec
@@ -134,6 +144,19 @@ class LocalBackend(ComputeBackend):
     def check(self, spec: ComputeSpec) -> Fit:
         reason = check_local_fit(spec.size, self.capacity or MachineCapacity.detect())
         return Fit.ok() if reason is None else Fit.unfit(reason)
+
+    def describe_resources(self, spec: ComputeSpec) -> ClusterResources:
+        """This machine: its cores, memory (total and free now) and GPUs."""
+        capacity = self.capacity or MachineCapacity.detect()
+        node = NodeInfo(
+            address=socket.gethostname(),
+            cpus=float(capacity.cores),
+            gpus=float(capacity.gpus),
+            memory_gib=capacity.memory_gib,
+            memory_available_gib=psutil.virtual_memory().available / 2**30,
+            gpu_names=capacity.gpu_names,
+        )
+        return ClusterResources(nodes=(node,))
 
     def start(self, job: TrainingJob, spec: ComputeSpec) -> LocalWorkerHandle:
         folders = RunFolders.of_job(job)

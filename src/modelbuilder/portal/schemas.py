@@ -232,6 +232,25 @@ class ComputeOut(BaseModel):
     created_at: datetime | None
 
 
+class NodeOut(BaseModel):
+    address: str = Field(description="The node's IP (Ray) or host name (local).")
+    cpus: float
+    gpus: float
+    gpu_names: list[str]
+    memory_gib: float
+    memory_available_gib: float | None = Field(description="Free now; None where the backend does not say.")
+
+
+class ComputeResourcesOut(BaseModel):
+    compute: str
+    backend: str
+    address: str | None
+    state: str
+    known: bool = Field(description="False when the backend cannot tell its nodes.")
+    unreachable: str | None = Field(description="Why the nodes could not be read (the cluster's error).")
+    nodes: list[NodeOut]
+
+
 class CompareRowOut(BaseModel):
     key: str
     values: list[Any]

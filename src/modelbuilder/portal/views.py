@@ -25,12 +25,15 @@ from ..entities import (
     RunStatus,
     Workspace,
 )
+from ..services.computes import ClusterResources
 from ..services.runs import status_label
 from .schemas import (
     CompareOut,
     CompareRowOut,
     ComputeOut,
+    ComputeResourcesOut,
     ExperimentOut,
+    NodeOut,
     RunDetailOut,
     RunSummary,
     SizeSpecOut,
@@ -355,6 +358,31 @@ def compute_out(compute: Compute) -> ComputeOut:
         address=compute.address,
         token_env=compute.token_ref,
         created_at=compute.created_at,
+    )
+
+
+def resources_out(compute: Compute, resources: ClusterResources | None) -> ComputeResourcesOut:
+    nodes = [] if resources is None else resources.nodes
+    return ComputeResourcesOut(
+        compute=compute.name,
+        backend=compute.backend,
+        address=compute.address,
+        state=compute.state.value,
+        known=resources is not None,
+        unreachable=None if resources is None else resources.unreachable,
+        nodes=[
+            NodeOut(
+                address=n.address,
+                cpus=n.cpus,
+                gpus=n.gpus,
+                gpu_names=list(n.gpu_names),
+                memory_gib=round(n.memory_gib, 2),
+                memory_available_gib=None
+                if n.memory_available_gib is None
+                else round(n.memory_available_gib, 2),
+            )
+            for n in nodes
+        ],
     )
 
 

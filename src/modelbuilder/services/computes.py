@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from .. import hints
 from ..compute import provisioning
+from ..compute.backend import ClusterResources, get_backend
 from ..compute.provisioning import LOCAL_COMPUTE_NAME, ensure_local_compute, provision_compute
 from ..compute.sizes import list_sizes
 from ..compute.spec import ComputeSpec
 from ..entities import Compute, ComputeSize, ProvisioningState
-from ..errors import ComputeError, ComputeNotFoundError, InvalidStateError
+from ..errors import ComputeError, ComputeNotFoundError, InvalidStateError, ModelBuilderError
 from .workspaces import ACTIVE_STATUSES, WorkspaceSession
 
 __all__ = [
+    "ClusterResources",
     "ComputeSpec",
+    "compute_resources",
     "create_compute",
     "delete_compute",
     "get_compute",
@@ -45,6 +48,21 @@ def get_compute_spec(session: WorkspaceSession, name: str) -> ComputeSpec:
         NotFoundError: its size is no longer in the catalog.
     """
     return ComputeSpec.from_compute(get_compute(session, name))
+
+
+def compute_resources(session: WorkspaceSession, name: str) -> ClusterResources | None:
+    """The live nodes of the compute ``name`` and what each offers (this machine for ``local``), read
+    within a few seconds; None when its backend cannot tell. A cluster that cannot be asked (unreachable,
+    its backend not installed here, its size gone from the catalog) gives ``unreachable=reason``.
+
+    Raises:
+        ComputeNotFoundError: none has this name.
+    """
+    compute = get_compute(session, name)
+    try:
+        return get_backend(compute.backend).describe_resources(ComputeSpec.from_compute(compute))
+    except ModelBuilderError as exc:
+        return ClusterResources(unreachable=exc.message)
 
 
 def list_computes(session: WorkspaceSession) -> list[Compute]:

@@ -18,13 +18,21 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import psutil
 
-from ...errors import ComputeError
-from ..backend import ComputeBackend, Fit, WorkerHandle, WorkerState, WorkerStatus
+from ...errors import ComputeError, ModelBuilderError
+from ..backend import (
+    ClusterResources,
+    ComputeBackend,
+    Fit,
+    NodeInfo,
+    WorkerHandle,
+    WorkerState,
+    WorkerStatus,
+)
 from ..job import RunFolders, TrainingJob, WorkerRecord
 from ..local import LocalWorkerHandle
 from ..spec import ComputeSpec
@@ -32,7 +40,7 @@ from .cluster import ClusterUnreachableError, RayCluster, check_address_security
 from .follow import FOLLOW_FILE, FOLLOWER_RECORD, FollowSpec, is_done
 from .jobs import JobState, get_job, stop, submission_id, submit
 from .jobspec import RayJobSpec, worker_plan
-from .resources import cluster_fit_reason
+from .resources import cluster_fit_reason, read_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +51,8 @@ DEFAULT_TOKEN_ENV = "RAY_AUTH_TOKEN"
 UPLOAD_DATA_ENV = "MODELBUILDER_RAY_UPLOAD_DATA"
 #: Seconds a status read from the cluster is reused (monitors ask twice a second).
 _STATUS_TTL_S = 1.0
+#: Seconds a resource read may wait for the dashboard: a page shows it, so it must not hang.
+RESOURCES_TIMEOUT_S = 3.0
 
 _JOB_TO_WORKER = {
     JobState.PENDING: WorkerState.PENDING,
@@ -182,6 +192,19 @@ class RayBackend(ComputeBackend):
     def check(self, spec: ComputeSpec) -> Fit:
         reason = cluster_fit_reason(cluster_of(spec), spec.size)
         return Fit.ok() if reason is None else Fit.unfit(reason)
+
+    def describe_resources(self, spec: ComputeSpec) -> ClusterResources:
+        """The cluster's alive nodes (Ray's state API gives totals, not what is free now)."""
+        try:
+            cluster = replace(cluster_of(spec), timeout_s=RESOURCES_TIMEOUT_S)
+            nodes = read_nodes(cluster)
+        except ModelBuilderError as exc:  # unreachable, refused token, token variable not set
+            return ClusterResources(unreachable=exc.message)
+        return ClusterResources(
+            nodes=tuple(
+                NodeInfo(address=n.ip, cpus=n.cpus, gpus=n.gpus, memory_gib=n.memory_gib) for n in nodes
+            )
+        )
 
     def start(self, job: TrainingJob, spec: ComputeSpec) -> RayWorkerHandle:
         cluster = cluster_of(spec)

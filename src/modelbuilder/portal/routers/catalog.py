@@ -19,6 +19,7 @@ from ..queries import list_experiments as query_experiments
 from ..schemas import (
     CompareOut,
     ComputeOut,
+    ComputeResourcesOut,
     ErrorOut,
     ExperimentOut,
     HealthOut,
@@ -28,7 +29,7 @@ from ..schemas import (
     WorkspaceDetailOut,
     WorkspaceOut,
 )
-from ..views import compare_runs, compute_out, size_spec, workspace_out
+from ..views import compare_runs, compute_out, resources_out, size_spec, workspace_out
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such workspace, experiment, run or compute."}
@@ -143,6 +144,19 @@ def computes(workspace: str, state: State) -> list[ComputeOut]:
 def compute(workspace: str, name: str, state: State) -> ComputeOut:
     """One compute."""
     return compute_out(compute_service.get_compute(state.session(workspace), name))
+
+
+@router.get(
+    "/workspaces/{workspace}/computes/{name}/resources",
+    response_model=ComputeResourcesOut,
+    tags=["computes"],
+)
+def compute_resources(workspace: str, name: str, state: State) -> ComputeResourcesOut:
+    """The compute's live nodes (CPUs, GPUs, memory, address), asked of its cluster within seconds; an
+    unreachable cluster is ``unreachable`` with the reason, not an error."""
+    session = state.session(workspace)
+    compute = compute_service.get_compute(session, name)
+    return resources_out(compute, compute_service.compute_resources(session, name))
 
 
 @router.get("/compute-sizes", response_model=list[SizeSpecOut], tags=["computes"])

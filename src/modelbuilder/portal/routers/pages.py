@@ -28,7 +28,7 @@ from ..queries import (
     run_trials,
 )
 from ..results import evaluation_out, list_run_files
-from ..views import compare_runs, compute_out, experiment_url, run_url, workspace_out
+from ..views import compare_runs, compute_out, experiment_url, resources_out, run_url, workspace_out
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 State = Annotated[PortalState, Depends(get_state)]
@@ -177,6 +177,29 @@ def computes_page(workspace: str, request: Request, state: State) -> Response:
             "computes": computes,
             "title": f"Computes of {ws.name}",
             "crumbs": [(ws.resource_group, "/"), (ws.name, ws.url), ("Computes", None)],
+        },
+    )
+
+
+@router.get("/workspaces/{workspace}/computes/{name}")
+def compute_page(workspace: str, name: str, request: Request, state: State) -> Response:
+    ws = workspace_out(state.workspace(workspace))
+    session = state.session(workspace)
+    compute = compute_service.get_compute(session, name)
+    return render(
+        request,
+        "compute.html",
+        {
+            "workspace": ws,
+            "compute": compute_out(compute),
+            "resources": resources_out(compute, compute_service.compute_resources(session, name)),
+            "title": f"Compute {compute.name}",
+            "crumbs": [
+                (ws.resource_group, "/"),
+                (ws.name, ws.url),
+                ("Computes", ws.computes_url),
+                (compute.name, None),
+            ],
         },
     )
 
