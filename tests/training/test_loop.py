@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -88,3 +90,36 @@ def test_data_parallel_shards_are_equal_and_disjoint() -> None:
         shards.append(strategy.shard(order))
     assert [len(s) for s in shards] == [3, 3, 3]  # equal: every worker takes the same batches
     assert len(set(torch.cat(shards).tolist())) == 9
+
+
+def test_data_parallel_splits_the_planned_batch_so_an_epoch_takes_the_same_steps() -> None:
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+
+    def epoch_batches(strategy: CPUStrategy | DataParallelStrategy) -> tuple[list[int], int]:
+        sizes: list[int] = []
+
+        def record(xb: Any) -> Any:  # augment sees the training batches only
+            sizes.append(len(xb))
+            return xb
+
+        loop_data = data()
+        loop_data.augment = record
+        config = LoopConfig("t", lr=3e-3, max_steps=12, batch_size=32, patience=1_000)
+        reporter = RecordingReporter()
+        fit_classifier(small_model(), loop_data, config, reporter, strategy)
+        first_epoch_steps = reporter.of_kind("progress")[0][1]
+        return sizes[:first_epoch_steps], first_epoch_steps
+
+    one_sizes, one_steps = epoch_batches(CPUStrategy())
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        strategy = DataParallelStrategy(CPUStrategy())
+        strategy.world_size = 2  # rank 0 of two: its shard and batch, reductions over the one real process
+        two_sizes, two_steps = epoch_batches(strategy)
+    finally:
+        dist.destroy_process_group()
+    assert one_sizes == [32] * 6 and two_sizes == [16] * 6  # 192 samples: 96 a rank, in halved batches
+    assert two_steps == one_steps == 6

@@ -179,7 +179,8 @@ def fit_classifier(model: nn.Module, data: LoopData, config: LoopConfig, reporte
     optimizer = _optimizer(model, config)
     start = time.monotonic()
     shard_size = len(strategy.shard(torch.arange(len(data.train_x))))
-    steps_per_epoch = max(1, math.ceil(shard_size / config.batch_size))
+    batch_size = strategy.batch_size(config.batch_size)  # per worker; config.batch_size is the global one
+    steps_per_epoch = max(1, math.ceil(shard_size / batch_size))
     expected = config.max_steps or config.expected_steps or 10 * steps_per_epoch
     warmup = min(0.05, 10.0 / config.budget_s) if math.isfinite(config.budget_s) else 0.05
     schedule = Schedule(expected, warmup, config.horizons)
@@ -206,7 +207,7 @@ def fit_classifier(model: nn.Module, data: LoopData, config: LoopConfig, reporte
             if strategy.reduce_max(float(reporter.should_stop())):
                 canceled = True
                 break
-            idx = order[batch * config.batch_size:(batch + 1) * config.batch_size]
+            idx = order[batch * batch_size:(batch + 1) * batch_size]
             if len(idx) < 2:  # BatchNorm cannot train on one sample
                 continue
             if steps:
