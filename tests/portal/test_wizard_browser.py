@@ -114,7 +114,8 @@ def test_new_run_in_the_browser_to_a_web_api_prediction(tmp_path: Path,
         page.click("tr.compute-failure[data-name=gpu-1] button.fix-rename")
         assert page.input_value("#compute-name") == "gpu-1-2"
         steps.wait_for(page, "document.getElementById('compute-name-status').textContent.includes('free')")
-        page.click("tr.compute-failure[data-name=gpu-1] button.fix-delete")
+        with page.expect_navigation():  # the page reloads once the compute is deleted
+            page.click("tr.compute-failure[data-name=gpu-1] button.fix-delete")
         page.wait_for_selector("#compute-message .alert.ok")
         assert page.query_selector("tr.compute-failure[data-name=gpu-1]") is None
         page.check("input[name=compute][value=local]")
