@@ -68,6 +68,9 @@ class EventIngester:
             (it copies and verifies the outputs, records the run log).
         on_lines: also called with each batch of log lines written (time, lines): the run's log file.
         clock: the time source (tests).
+        offset: where the log text applied before ends (``offset`` after the chunks fed before, with
+            ``position``): ``feed`` of text resumes there.
+        position: ``position`` as it was at ``offset``.
     """
 
     def __init__(
@@ -81,6 +84,8 @@ class EventIngester:
         end_run: bool = True,
         on_lines: Callable[[float, list[str]], None] | None = None,
         clock: Callable[[], float] = time.time,
+        offset: int = 0,
+        position: tuple[int, int] = (0, 0),
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -106,6 +111,12 @@ class EventIngester:
         self._lines: list[tuple[float, str]] = []
         self._pending_seq = applied_seq
         self._plain_mark = plain_mark
+        # Text feeding: the log text received so far ends at ``_received``; ``_partial`` is its last,
+        # unterminated line (kept until a later chunk completes it); ``_position`` is the place (event
+        # before, index after it) of the last complete line.
+        self._received = offset
+        self._partial = ""
+        self._position = position
 
     @property
     def plain_mark(self) -> tuple[int, int]:
@@ -115,13 +126,59 @@ class EventIngester:
 
     # --- feeding ----------------------------------------------------------------------------------
 
-    def feed(self, lines: Iterable[str]) -> int:
-        """Apply the events in ``lines`` (complete log lines, in order); other lines become log lines.
+    @property
+    def offset(self) -> int:
+        """Where the complete lines fed as text end in the log (characters): keep it with ``position``,
+        ``applied_seq`` and ``plain_mark`` to resume feeding exactly there; a partial last line is not
+        counted (it is read again, whole)."""
+        return self._received - len(self._partial)
 
-        Returns how many events (and plain lines) were written.
+    @property
+    def position(self) -> tuple[int, int]:
+        """The place of the last complete line fed as text (the event before it, its index after it)."""
+        return self._position
+
+    def feed(self, log: str | Iterable[str], *, offset: int | None = None) -> int:
+        """Apply the events of a run's log; other lines become log lines. Returns how many were written.
+
+        ``log`` is either
+
+        - a chunk of the log's text (``str``) that continues the text fed before (or starts at
+          ``offset``, its place in the log: a chunk that overlaps what was fed is applied from where
+          that ended). A last line without its newline is kept, not applied, until a later chunk
+          completes it (``finish`` applies it at the log's end): a line cut by a read is never applied
+          half, nor twice;
+        - or complete lines from the log's start (each call may give the log again, longer).
+
+        Raises:
+            ValueError: ``offset`` is past the end of the text fed so far (a gap in the log).
         """
+        if not isinstance(log, str):
+            written, _ = self._feed_lines(log, (0, 0))
+            return written
+        if offset is not None:
+            if offset > self._received:
+                raise ValueError(
+                    f"Log chunk of run {self.run_id} starts at {offset}, after the {self._received} "
+                    "characters read so far: a part of the log is missing."
+                )
+            log = log[self._received - offset :]
+        self._received += len(log)
+        *lines, self._partial = (self._partial + log).split("\n")
+        written, self._position = self._feed_lines(lines, self._position)
+        return written
+
+    def finish(self) -> int:
+        """The log ended: apply its last line even without a newline. Returns how many were written."""
+        if not self._partial:
+            return 0
+        line, self._partial = self._partial, ""
+        written, self._position = self._feed_lines([line], self._position)
+        return written
+
+    def _feed_lines(self, lines: Iterable[str], start: tuple[int, int]) -> tuple[int, tuple[int, int]]:
         items: list[ev.RunEvent] = []
-        previous, index, mark = 0, 0, self._plain_mark
+        (previous, index), mark = start, self._plain_mark
         for line in lines:
             event = ev.decode(line)
             if event is None:
@@ -137,7 +194,7 @@ class EventIngester:
             items.append(event)
         written = self.apply(items)
         self._plain_mark = mark
-        return written
+        return written, (previous, index)
 
     def apply(self, events: Iterable[ev.RunEvent]) -> int:
         """Apply events in order (seq 0: an unnumbered plain log line); returns how many were written.
