@@ -145,13 +145,15 @@ class ArtifactWritten(RunEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class Result(RunEvent):
-    """The trainer's result (``outputs.result_to_dict``) and the sha256 of each output, as written."""
+    """The trainer's result (``outputs.result_to_dict``) and the sha256 of each output, as written;
+    ``transfer``: where a Ray job published the outputs for the submitter to fetch (``ray.transfer``)."""
 
     kind: ClassVar[str] = "result"
     result: dict[str, Any]
     sha256: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     output_dir: str = ""
+    transfer: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

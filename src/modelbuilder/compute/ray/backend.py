@@ -219,7 +219,7 @@ class RayBackend(ComputeBackend):
             run_id=job.run_id,
             config=config,
             target=job.target,
-            output_dir=str(folders.work_dir),
+            output_dir="",  # the job's own scratch folder: outputs come back through the dashboard
             checkpoint_dir=str(checkpoint_dir),
             **asdict(worker_plan(spec.size, spec.max_nodes)),
         )

@@ -3,8 +3,9 @@
 ``JOB`` is the job description as base64 JSON (``RayJobSpec.to_argument``). The entrypoint runs the
 trainer with an ``EventReporter`` that prints run events as lines (``compute.events``) instead of writing to
 the workspace store, which the cluster cannot reach. It sends a heartbeat every ``HEARTBEAT_S`` seconds,
-writes the outputs into the job's output folder and ends with a ``result`` event that carries the sha256
-of each output, or an ``error`` event.
+writes the outputs into a scratch folder on its node, publishes them for the submitter to fetch through
+the dashboard (``transfer``) and ends with a ``result`` event that carries the sha256 of each output and
+each published file's size and sha256, or an ``error`` event.
 
 Cancel: ``ray job stop`` sends SIGTERM; the trainer then stops at its next safe point, keeps the best
 model so far and the job still prints its (partial) result within ``RAY_JOB_STOP_WAIT_TIME_S``.
@@ -13,17 +14,22 @@ model so far and the job still prints its (partial) result within ``RAY_JOB_STOP
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..events import EventWriter, digest
 from .jobspec import RayJobSpec
+
+if TYPE_CHECKING:
+    from ...training.config import TrainingResult
 
 HEARTBEAT_S = float(os.environ.get("MODELBUILDER_RAY_HEARTBEAT_S", "10"))
 #: Progress events at most this often per task (the last one of a task always goes out).
@@ -69,6 +75,28 @@ class EventReporter:
         return self.stop_requested.is_set()
 
 
+def emit_result(
+    writer: EventWriter, run_id: str, result: TrainingResult, output_dir: Path, *, owned: bool
+) -> None:
+    """Publish the outputs (``transfer.publish_outputs``) and send the ``result`` event; the scratch
+    output folder is removed when ``owned`` (the published links keep the bytes)."""
+    from ..outputs import result_to_dict
+    from .transfer import publish_outputs
+
+    digests = {name: digest(path) for name, path in sorted(result.files.items())}
+    transfer = publish_outputs(run_id, result.files)
+    writer.emit(
+        "result",
+        result=result_to_dict(result),
+        output_dir=str(output_dir),
+        sha256=digests,
+        files={name: str(path) for name, path in result.files.items()},
+        transfer=transfer.to_dict(),
+    )
+    if owned:
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
 def _heartbeats(writer: EventWriter, done: threading.Event) -> None:
     while not done.wait(HEARTBEAT_S):
         writer.emit("heartbeat")
@@ -78,7 +106,6 @@ def run(spec: RayJobSpec, writer: EventWriter) -> int:
     """Run the trainer of ``spec``; 0 when it produced a result (complete or canceled), else 1."""
     from ...errors import ModelBuilderError
     from ...training.config import TrainingConfig
-    from ..outputs import result_to_dict
     from ..worker import load_target
 
     reporter = EventReporter(writer)
@@ -95,7 +122,10 @@ def run(spec: RayJobSpec, writer: EventWriter) -> int:
         if not config_data.get("data"):
             config_data["data"] = os.getcwd()  # the data folder was uploaded as the working directory
         config = TrainingConfig.from_dict(config_data)
-        output_dir = Path(spec.output_dir or Path.cwd().parent / f"mb-output-{spec.run_id}")
+        # A scratch folder on this node unless the submitter named one: the outputs travel back through
+        # the dashboard (transfer.py), never through a path both sides must see.
+        owned = not spec.output_dir
+        output_dir = Path(spec.output_dir or tempfile.mkdtemp(prefix=f"mb-output-{spec.run_id}-"))
         output_dir.mkdir(parents=True, exist_ok=True)
         checkpoint_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else None
         if checkpoint_dir is not None:
@@ -103,18 +133,15 @@ def run(spec: RayJobSpec, writer: EventWriter) -> int:
         if spec.worker_plan.data_parallel:
             from .train_workers import run_workers
 
-            run_workers(spec, reporter, output_dir)  # rank 0 sends the result event itself
+            try:
+                run_workers(spec, reporter, output_dir, owned=owned)  # rank 0 sends the result itself
+            finally:
+                if owned:
+                    shutil.rmtree(output_dir, ignore_errors=True)
             return 0
         trainer = load_target(spec.target)
         result = trainer(config, reporter, output_dir, checkpoint_dir=checkpoint_dir)
-        digests = {name: digest(path) for name, path in sorted(result.files.items())}
-        writer.emit(
-            "result",
-            result=result_to_dict(result),
-            output_dir=str(output_dir),
-            sha256=digests,
-            files={name: str(path) for name, path in result.files.items()},
-        )
+        emit_result(writer, spec.run_id, result, output_dir, owned=owned)
         return 0
     except BaseException as exc:  # the job's last word: how it failed
         hint = exc.hint if isinstance(exc, ModelBuilderError) else None

@@ -5,11 +5,13 @@ The cluster never sees the workspace store. For each Ray run, a small local proc
 started it) reads the job's log (``compute.events`` lines), applies it with the one shared
 ``compute.ingest.EventIngester`` (metrics, logs, trials, phases, statuses through ``store.lifecycle``),
 keeps the run alive with a ``StoreReporter``'s heartbeats (which also bring a cancel request), reconciles
-the run with the job's state, and at the end verifies the outputs' sha256 and records them exactly as the
-local worker does (``Worker.finish``): the run is ``Completed`` (or ``Canceled`` with the best model so
-far) only then.
+the run with the job's state, and at the end fetches the outputs through the dashboard (``transfer.py``:
+no shared filesystem), verifies each file's size and sha256 and each output's digest against the job's
+``result`` event, and records them exactly as the local worker does (``Worker.finish``): the run is
+``Completed`` (or ``Canceled`` with the best model so far) only then. A missing or differing output fails
+the run before anything of it is recorded.
 
-Exactly once: the ingester's position (last applied ``seq`` and plain-line mark) is saved
+Exactly once: the ingester's position (last applied ``seq``, plain-line mark, text offset) is saved
 (``ray-cursor.json``) after each applied batch, and one follower at a time holds the run's lock. A
 follower killed between a batch's store write and the cursor write resumes from the older position, but
 an ingester that resumes skips every event whose content the store holds already (metric rows and log
@@ -28,6 +30,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -45,7 +48,7 @@ from ...errors import InvalidStateError
 from ...fileio import atomic_write_text
 from ...store import lifecycle, open_store
 from ...store.base import MetadataStore
-from ..events import Result, digest, split_lines
+from ..events import Result, digest
 from ..ingest import EventIngester
 from ..job import RunFolders, TrainingJob, WorkerRecord
 from ..outputs import result_from_dict
@@ -55,6 +58,7 @@ from ..worker import Worker
 from .cluster import ClusterUnreachableError, RayCluster
 from .jobs import JobState, get_job, job_logs, stop, submission_id
 from .resources import cluster_fit_reason
+from .transfer import OutputTransferError, Transfer, fetch_outputs, remove_published
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +74,8 @@ LOCK_FILE = "ray-follow.lock"
 FOLLOWER_RECORD = "ray-follower.json"
 #: Written when a follower ended its run: nobody needs to start another one.
 DONE_FILE = "ray-follow.done"
+#: Where the follower puts the fetched outputs until they are recorded (in the run's state folder).
+FETCHED_DIR = "ray-outputs"
 
 
 def mark_done(state_dir: Path) -> None:
@@ -117,8 +123,16 @@ class Follower:
         self.folders = RunFolders.of_job(self.job)
         self.cluster = RayCluster(spec.address, spec.token_ref)
         self.client: Any = None
-        seq, plain = self._load_cursor()
-        self.ingester = EventIngester(store, self.run_id, applied_seq=seq, plain_mark=plain, end_run=False)
+        seq, plain, offset, position = self._load_cursor()
+        self.ingester = EventIngester(
+            store,
+            self.run_id,
+            applied_seq=seq,
+            plain_mark=plain,
+            offset=offset,
+            position=position,
+            end_run=False,
+        )
         #: The size of the job's log at the last poll (a long log is polled less often).
         self.log_size = 0
         self.running_logged = False
@@ -127,28 +141,38 @@ class Follower:
 
     # --- the cursor --------------------------------------------------------------------------------
 
-    def _load_cursor(self) -> tuple[int, tuple[int, int]]:
+    def _load_cursor(self) -> tuple[int, tuple[int, int], int, tuple[int, int]]:
         try:
             data = json.loads((self.folders.state_dir / CURSOR_FILE).read_text())
             seq, plain = int(data["seq"]), data["plain"]
-            return seq, (int(plain[0]), int(plain[1]))
+            # A cursor without a text offset (older follower): from the log's start, skipped by seq.
+            offset, position = int(data.get("offset", 0)), data.get("position", (0, 0))
+            return seq, (int(plain[0]), int(plain[1])), offset, (int(position[0]), int(position[1]))
         except (OSError, ValueError, KeyError, TypeError, IndexError):
-            return 0, (0, 0)  # from the start: the ingester skips what the store holds
+            return 0, (0, 0), 0, (0, 0)  # from the start: the ingester skips what the store holds
+
+    def _cursor(self) -> tuple[int, tuple[int, int], int, tuple[int, int]]:
+        ingester = self.ingester
+        return ingester.applied_seq, ingester.plain_mark, ingester.offset, ingester.position
 
     def _save_cursor(self) -> None:
-        position = {"seq": self.ingester.applied_seq, "plain": list(self.ingester.plain_mark)}
-        atomic_write_text(self.folders.state_dir / CURSOR_FILE, json.dumps(position))
+        seq, plain, offset, position = self._cursor()
+        body = {"seq": seq, "plain": list(plain), "offset": offset, "position": list(position)}
+        atomic_write_text(self.folders.state_dir / CURSOR_FILE, json.dumps(body))
 
     # --- events --------------------------------------------------------------------------------
 
-    def apply(self, text: str) -> None:
-        """Apply the complete lines of the job's whole log ``text`` (the ingester skips what it applied
-        before), then save its position."""
-        lines, _ = split_lines(text)
+    def apply(self, text: str, *, final: bool = False) -> None:
+        """Apply the job's whole log ``text`` from where the ingester's text offset ends (Ray serves a
+        job's log only whole; a cut last line waits for the next read, or for ``final``), then save its
+        position."""
         self.log_size = len(text)
-        before = (self.ingester.applied_seq, self.ingester.plain_mark)
-        self.ingester.feed(lines)
-        if (self.ingester.applied_seq, self.ingester.plain_mark) != before:
+        before = self._cursor()
+        if len(text) >= self.ingester.offset:  # a shorter log is not this job's log: nothing to apply
+            self.ingester.feed(text, offset=0)
+            if final:
+                self.ingester.finish()
+        if self._cursor() != before:
             self._save_cursor()
 
     def _advance(self, target: RunStatus) -> None:
@@ -222,7 +246,7 @@ class Follower:
                     self.stop_sent = True
                     reporter.log(f"Stopping Ray job {submission_id(self.run_id)} ({reporter.stop_reason}).")
             if info.state.is_final:
-                self.apply(job_logs(self.client, self.run_id) + "\n")  # the last line, even unterminated
+                self.apply(job_logs(self.client, self.run_id), final=True)  # the last line, even unterminated
                 return info.state
             # Ray serves a job's log only whole: poll a long log less often (1 s more per 200 kB).
             time.sleep(POLL_S * (1 + self.log_size // LOG_BYTES_PER_EXTRA_POLL_S))
@@ -270,27 +294,57 @@ class Follower:
         raise JobError(lifecycle.lost_error(self.run_id, f"{detail}: {message}" if message else detail))
 
     def _finish_with_result(self, event: Result, seconds: float) -> int:
-        """Verify each output against the job's sha256, then end the run as the local worker does."""
-        output_dir = Path(event.output_dir)
-        files = {str(k): Path(str(v)) for k, v in event.files.items()}
-        expected = dict(event.sha256)
+        """Fetch the outputs through the dashboard, verify them against the job's ``result`` event, then
+        end the run as the local worker does; the cluster's copy is removed afterwards."""
+        staging = self.folders.state_dir / FETCHED_DIR
+        shutil.rmtree(staging, ignore_errors=True)  # a half fetch of an earlier follower
+        try:
+            transfer = Transfer.from_dict(event.transfer) if event.transfer else None
+            if transfer is None:
+                raise OutputTransferError(
+                    f"The Ray job of run '{self.run_id}' sent no outputs to fetch.",
+                    hint="The cluster ran another modelbuilder version; run the training again.",
+                )
+            files = self._fetch(event, transfer, staging)
+        except OutputTransferError as exc:
+            self._remove_published(event)
+            raise JobError(RunError("OutputTransferError", exc.message, exc.hint)) from None
+        except ClusterUnreachableError as exc:  # no way to the outputs (nor to remove them) now
+            raise JobError(RunError("ComputeError", exc.message, exc.hint)) from None
+        try:
+            result = replace(result_from_dict(dict(event.result), staging), files=files)
+            return self.worker.finish(result, seconds)
+        finally:
+            self._remove_published(event)
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _fetch(self, event: Result, transfer: Transfer, staging: Path) -> dict[str, Path]:
+        """Every output of ``event`` fetched into ``staging`` and verified; name -> path there.
+
+        Raises:
+            OutputTransferError: an output is missing or differs from the job's digest.
+        """
+        fetched = fetch_outputs(self.cluster, transfer, staging)
+        expected = {str(k): str(v) for k, v in event.sha256.items()}
         bad = []
-        for name, path in sorted(files.items()):
-            if not path.exists():
-                bad.append(f"{name} (not readable here at {path})")
-            elif digest(path) != expected.get(name):
+        for name in sorted(set(event.files) | set(expected)):
+            path = fetched.get(str(name))
+            if path is None or not path.exists():
+                bad.append(f"{name} (not published by the job)")
+            elif digest(path) != expected.get(str(name)):
                 bad.append(f"{name} (sha256 differs from the job's)")
         if bad:
-            raise JobError(
-                RunError(
-                    "ArtifactNotFoundError",
-                    f"The outputs of run '{self.run_id}' could not be verified: {', '.join(bad)}.",
-                    "The cluster must write outputs to a path this machine can read (same machine or a "
-                    "shared filesystem).",
-                )
+            raise OutputTransferError(
+                f"The outputs of run '{self.run_id}' could not be verified: {', '.join(bad)}.",
+                hint="Run the training again; if it fails the same way, check the cluster node's disk.",
             )
-        result = replace(result_from_dict(dict(event.result), output_dir), files=files)
-        return self.worker.finish(result, seconds)
+        return {name: path for name, path in fetched.items() if name in event.files}
+
+    def _remove_published(self, event: Result) -> None:
+        if not event.transfer or self.client is None:
+            return
+        with contextlib.suppress(OutputTransferError):
+            remove_published(self.cluster, self.client, self.run_id, Transfer.from_dict(event.transfer))
 
 
 def _lock(path: Path) -> Any:

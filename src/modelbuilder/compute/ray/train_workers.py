@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ComputeError
-from ..events import EventWriter, RunEvent, digest
-from .entrypoint import EventReporter
+from ..events import EventWriter, RunEvent
+from .entrypoint import EventReporter, emit_result
 from .jobspec import RayJobSpec
 
 #: Worker-group restarts Ray Train allows before the run fails (a killed worker is one failure).
@@ -128,7 +128,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from ...training.config import TrainingConfig
     from ...training.devices import CPUStrategy, CUDAStrategy, DataParallelStrategy, DeviceStrategy
     from ...training.distributed import DistributedContext, SilentReporter
-    from ..outputs import result_to_dict
     from ..worker import load_target
 
     spec = RayJobSpec.from_argument(loop_config["spec"])
@@ -154,6 +153,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         return
     reporter = BridgeReporter(bridge)
     output_dir = Path(loop_config["output_dir"])
+    output_dir.mkdir(parents=True, exist_ok=True)  # rank 0 may run on another node than the entrypoint
     checkpoint_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else None
     attempt = ray.get(bridge.attempt.remote())
     if attempt > 1:
@@ -167,16 +167,13 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     except ModelBuilderError as exc:
         bridge.set_error.remote({"type": type(exc).__name__, "message": exc.message, "hint": exc.hint})
         raise
-    reporter.writer.emit(
-        "result",
-        result=result_to_dict(result),
-        output_dir=str(output_dir),
-        sha256={name: digest(path) for name, path in sorted(result.files.items())},
-        files={name: str(path) for name, path in result.files.items()},
-    )
+    # Published on rank 0's node, which may not be the entrypoint's: the follower fetches from there.
+    emit_result(reporter.writer, spec.run_id, result, output_dir, owned=bool(loop_config.get("owned")))
 
 
-def run_workers(spec: RayJobSpec, reporter: EventReporter, output_dir: Path) -> None:
+def run_workers(
+    spec: RayJobSpec, reporter: EventReporter, output_dir: Path, *, owned: bool = False
+) -> None:
     """Train ``spec`` in a worker group; rank 0's events (its ``result`` included) are printed here.
 
     Raises:
@@ -207,7 +204,8 @@ def run_workers(spec: RayJobSpec, reporter: EventReporter, output_dir: Path) -> 
     storage = output_dir.parent / f".ray-train-{spec.run_id}"
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"spec": spec.to_argument(), "bridge": bridge, "output_dir": str(output_dir)},
+        train_loop_config={"spec": spec.to_argument(), "bridge": bridge, "output_dir": str(output_dir),
+                           "owned": owned},
         scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu,
                                      resources_per_worker=per_worker, placement_strategy="STRICT_PACK"),
         run_config=RunConfig(name=f"mb-{spec.run_id}",
