@@ -146,7 +146,11 @@ def _published_log(tmp_path: Path, dashboard: FakeDashboard) -> str:
 
 
 def _follow(
-    store: SqlAlchemyStore, tmp_path: Path, dashboard: FakeDashboard, log: str, monkeypatch: pytest.MonkeyPatch
+    store: SqlAlchemyStore,
+    tmp_path: Path,
+    dashboard: FakeDashboard,
+    log: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[str, FakeJobClient, LocalArtifactStore]:
     run = store.create_run(store.get_or_create_experiment("flowers").id, compute="ray")
     lifecycle.queue(store, run.id)
