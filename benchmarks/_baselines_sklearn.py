@@ -34,14 +34,18 @@ def _candidates(seed: int) -> list[tuple[str, Any, float]]:
     ]
 
 
-def pixels(images: list[Any]) -> np.ndarray:
-    """Flattened grayscale pixels scaled to 0..1."""
+def pixels(images: list[Any], size: int | None = None, mode: str = "L") -> np.ndarray:
+    """Flattened pixels scaled to 0..1: in PIL ``mode`` ("L" grey, "RGB"), resized to ``size`` square
+    thumbnails when given (raw 160-px photos would give 76,800 columns for a few hundred images)."""
     from PIL import Image
 
     rows = []
     for path in images:
         with Image.open(path) as img:
-            rows.append(np.asarray(img.convert("L"), dtype=np.float32).reshape(-1) / 255.0)
+            img = img.convert(mode)
+            if size is not None:
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            rows.append(np.asarray(img, dtype=np.float32).reshape(-1) / 255.0)
     return np.stack(rows)
 
 

@@ -10,6 +10,9 @@ machine getting busier or quieter affects every variant alike):
 - ``linear_head``: frozen EfficientNet-Lite0 features (onnxruntime, 224 px) + LogisticRegression.
 - ``finetune``: the timm/torchvision tutorial fine-tuning of EfficientNet-Lite0 (AdamW, batch 64).
 - ``sklearn``: scikit-learn's best classic model on raw pixels that fits the budget.
+- ``fastai``: fastai's ``vision_learner`` + ``fine_tune`` on the same offline EfficientNet-Lite0
+  weights, 64 px, as many epochs as fit the budget (installed on first use when missing:
+  benchmarks/_baselines_fastai.py; skipped with the reason when it cannot be installed).
 
 Every variant trains on the same Fashion-MNIST training subset and is scored on the same official
 test images; test-time prediction is outside the budget. Prints one JSON line and appends it to
@@ -31,7 +34,7 @@ from _common import CACHE_DIR, accuracy_metrics, calibrate, common_arguments, em
 
 logger = logging.getLogger("benchmarks")
 
-VARIANTS = ("modelbuilder", "linear_head", "finetune", "sklearn")
+VARIANTS = ("modelbuilder", "linear_head", "finetune", "sklearn", "fastai")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--architecture", default="auto", help="modelbuilder's --architecture")
     parser.add_argument("--image-size", type=int, default=224,
                         help="input size of the linear-head and fine-tuning baselines (default 224)")
+    parser.add_argument("--fastai-size", type=int, default=64,
+                        help="input size of the fastai peer (default 64, as in issue 10's reference run)")
     common_arguments(parser)
     args = parser.parse_args(argv)
     unknown = set(args.variants.split(",")) - set(VARIANTS)
@@ -58,13 +63,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_variant(name: str, args: argparse.Namespace, budget: float, data: Path,
-                train: tuple[list[Path], np.ndarray], test: tuple[list[Path], np.ndarray]) -> dict[str, Any]:
-    from _fashion import LABELS
+                train: tuple[list[Path], np.ndarray], test: tuple[list[Path], np.ndarray],
+                label_names: list[str], pixel_format: tuple[int | None, str] = (None, "L")) -> dict[str, Any]:
+    """One variant trained on ``train`` within ``budget`` seconds and scored on ``test``.
 
+    ``data`` is what modelbuilder trains on (a folder with one sub-folder per label, or an
+    ``ImagePath,Label`` CSV of the same images); ``pixel_format`` is (side or None, PIL mode) of the
+    scikit-learn variant's raw pixels. ``args`` needs ``seed``, ``cache_dir``, ``architecture``,
+    ``image_size`` and ``fastai_size``. A variant that cannot run here returns ``{"skipped": why}``.
+    """
     if name == "modelbuilder":
         from _mb import train_and_test
 
-        result = train_and_test(data, budget, test[0], test[1], LABELS, seed=args.seed,
+        result = train_and_test(data, budget, test[0], test[1], label_names, seed=args.seed,
                                 cache_dir=args.cache_dir, architecture=args.architecture)
         keep = ("accuracy", "macro_accuracy", "strategy", "train_seconds", "phase_seconds", "trials",
                 "features")
@@ -73,7 +84,7 @@ def run_variant(name: str, args: argparse.Namespace, budget: float, data: Path,
         from _baselines_sklearn import best_classic, pixels
 
         started = time.monotonic()
-        train_x, test_x = pixels(train[0]), pixels(test[0])
+        train_x, test_x = pixels(train[0], *pixel_format), pixels(test[0], *pixel_format)
         load_seconds = time.monotonic() - started
         outcome = best_classic(train_x, train[1], test_x, max(1.0, budget - load_seconds), args.seed)
         outcome["train_seconds"] += load_seconds
@@ -81,17 +92,49 @@ def run_variant(name: str, args: argparse.Namespace, budget: float, data: Path,
         from _baselines_torch import linear_head
 
         outcome = linear_head(train, test, budget, args.seed, args.image_size)
+    elif name == "fastai":
+        from _baselines_fastai import fastai_finetune
+
+        outcome = fastai_finetune(train, test, budget, args.seed, label_names, args.fastai_size,
+                                  data_folder=data if data.is_dir() else None)
+        if "skipped" in outcome:
+            return outcome
     else:
         from _baselines_torch import finetune
 
-        outcome = finetune(train, test, budget, args.seed, len(LABELS), args.image_size)
+        outcome = finetune(train, test, budget, args.seed, len(label_names), args.image_size)
     predicted = outcome.pop("predicted")
     outcome["train_seconds"] = round(outcome["train_seconds"], 1)
     return {**accuracy_metrics(test[1], predicted), **outcome}
 
 
+def run_rounds(variants: list[str], repeat: int, run: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Every variant ``repeat`` times (even rounds in reverse order), each with its own calibration.
+
+    ``run(name)`` trains and scores one variant. Returns (one record per run, mean accuracy per
+    variant that ran; a skipped variant has no accuracy).
+    """
+    rounds: list[dict[str, Any]] = []
+    for round_index in range(repeat):
+        order = variants if round_index % 2 == 0 else variants[::-1]
+        for name in order:
+            logger.info("round %d: %s", round_index + 1, name)
+            before = calibrate()
+            started = time.monotonic()
+            result = run(name)
+            rounds.append({"round": round_index + 1, "variant": name, **result,
+                           "wall_seconds": round(time.monotonic() - started, 1), "calibration": before})
+    summary = {name: round(float(np.mean(scores)), 4) for name in variants
+               if (scores := [r["accuracy"] for r in rounds if r["variant"] == name and "accuracy" in r])}
+    return rounds, summary
+
+
+def skipped_variants(rounds: list[dict[str, Any]]) -> dict[str, str]:
+    return {r["variant"]: r["skipped"] for r in rounds if "skipped" in r}
+
+
 def main(argv: list[str] | None = None) -> int:
-    from _fashion import ensure_source, official_test_images, training_source
+    from _fashion import LABELS, ensure_source, official_test_images, training_source
 
     from modelbuilder.training.config import parse_duration
 
@@ -106,24 +149,14 @@ def main(argv: list[str] | None = None) -> int:
                                                       args.cache_dir)
     test_paths, test_labels = official_test_images(source, args.test_limit or None, args.seed, args.cache_dir)
     variants = args.variants.split(",")
-    rounds: list[dict[str, Any]] = []
-    for round_index in range(args.repeat):
-        order = variants if round_index % 2 == 0 else variants[::-1]
-        for name in order:
-            logger.info("round %d: %s", round_index + 1, name)
-            before = calibrate()
-            started = time.monotonic()
-            result = run_variant(name, args, budget, data, (train_paths, train_labels),
-                                 (test_paths, test_labels))
-            rounds.append({"round": round_index + 1, "variant": name, **result,
-                           "wall_seconds": round(time.monotonic() - started, 1), "calibration": before})
-    summary = {name: round(float(np.mean([r["accuracy"] for r in rounds if r["variant"] == name])), 4)
-               for name in variants}
+    rounds, summary = run_rounds(variants, args.repeat, lambda name: run_variant(
+        name, args, budget, data, (train_paths, train_labels), (test_paths, test_labels), LABELS))
     emit("baselines", {
         "config": {"time": args.time, "budget_s": budget, "train_images": len(train_paths),
                    "test_images": len(test_paths), "seed": args.seed, "repeat": args.repeat,
-                   "image_size": args.image_size},
+                   "image_size": args.image_size, "fastai_size": args.fastai_size},
         "accuracy": summary,
+        "skipped": skipped_variants(rounds),
         "runs": rounds,
         "calibration_end": calibrate(),
         "peak_rss_mb": peak_rss_mb(),
