@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +17,23 @@ nn = torch.nn
 
 from factories import make_image_folder  # noqa: E402
 from modelbuilder.pipeline import load_model  # noqa: E402
+from modelbuilder.pipeline.preprocess import PreprocessSpec  # noqa: E402
 from modelbuilder.training.config import TrainingConfig  # noqa: E402
-from modelbuilder.training.plan import Plan, TrialEstimate  # noqa: E402
+from modelbuilder.training.onnx_export import check_parity, export_onnx  # noqa: E402
+from modelbuilder.training.plan import DataFacts, Plan, TrialEstimate, allocate, make_plan  # noqa: E402
 from modelbuilder.training.registry import register_trial, unregister_trial  # noqa: E402
 from modelbuilder.training.reporter import RecordingReporter  # noqa: E402
 from modelbuilder.training.trainer import Clock, run_training  # noqa: E402
 from modelbuilder.training.trials.base import TrialContext, TrialOutcome  # noqa: E402
+from modelbuilder.training.trials.ensemble import Ensemble, best_ensemble  # noqa: E402
+from modelbuilder.training.trials.partial import PartialFinetuneTrial  # noqa: E402
+from modelbuilder.training.trials.scratch import (  # noqa: E402
+    WIDTHS,
+    choose_width,
+    epoch_seconds,
+    training_rate,
+)
+from modelbuilder.training.trials.tta import FlipAverage, flip_pays  # noqa: E402
 
 
 @pytest.fixture
@@ -171,3 +183,83 @@ def test_a_replay_reaches_the_same_validation_accuracy(tmp_path: Path) -> None:
                                    np.load(tmp_path / "ck-a" / f"{trial['name']}.probs.npy"), atol=1e-5)
     assert {t.name: t.val_accuracy for t in again.trials} == {t.name: t.val_accuracy for t in first.trials}
     assert again.accuracy == pytest.approx(first.accuracy, abs=1e-6)
+
+
+def small_plan(num_train: int, budget: float, channels: int = 1, speed: float = 1.0) -> Plan:
+    facts = DataFacts(num_train=num_train, num_val=num_train // 4, typical_side=28, channels=channels,
+                      num_labels=10)
+    plan = make_plan("efficientnet_lite0", facts, num_train + num_train // 4, budget, rate_scale=speed)
+    plan.cores = 2
+    return plan
+
+
+def test_the_scratch_cnn_is_sized_from_the_time_it_gets_and_the_measured_speed() -> None:
+    plan = small_plan(48_000, 600.0)
+    widths = [choose_width(plan, seconds) for seconds in (60.0, 300.0, 3_000.0, 30_000.0)]
+    assert widths == sorted(widths) and widths[0] == WIDTHS[0] and widths[-1] == WIDTHS[-1]
+    chosen = choose_width(plan, 1_200.0)
+    assert 10 * epoch_seconds(plan, chosen) <= 1_200.0  # it gets its ten passes over the data
+    slow = dataclasses.replace(plan, speed=plan.speed / 3)  # a busy machine: a narrower network
+    assert choose_width(slow, 1_200.0) < chosen
+    assert training_rate(small_plan(48_000, 600.0, channels=3), chosen) < training_rate(plan, chosen)
+
+
+def test_the_partial_fine_tune_runs_only_when_it_buys_three_epochs_next_to_the_cnn() -> None:
+    trial = PartialFinetuneTrial()
+    many = small_plan(48_000, 600.0)
+    many.feature_rate = 420.0  # measured at 96 px: one epoch of the tail costs ~460 s
+    estimate = trial.estimate(many, 400.0)
+    assert estimate is not None and estimate.min_seconds >= 3 * estimate.epoch_seconds
+    budgets = allocate([("partial_finetune", estimate),
+                        ("scratch_cnn", TrialEstimate(weight=1.0, min_seconds=15.0))], 400.0)
+    assert budgets["partial_finetune"] is None and budgets["scratch_cnn"] == pytest.approx(400.0)
+    few = small_plan(1_600, 180.0)
+    few.feature_rate = 420.0
+    kept = allocate([("partial_finetune", trial.estimate(few, 120.0)),  # type: ignore[list-item]
+                     ("scratch_cnn", TrialEstimate(weight=1.0, min_seconds=15.0))], 120.0)
+    assert kept["partial_finetune"] == pytest.approx(72.0)  # 60%: it gets 4.7 epochs
+    photos = dataclasses.replace(many, scratch_pool=None)  # no CNN competes: any epoch beats none
+    assert trial.estimate(photos, 400.0).min_seconds < 10  # type: ignore[union-attr]
+
+
+def outcome(name: str, probs: np.ndarray, y: np.ndarray) -> TrialOutcome:
+    spec = PreprocessSpec(resize_size=8, crop_size=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    return TrialOutcome(name, name, "test", spec, nn.Identity(), float((probs.argmax(1) == y).mean()),
+                        probs, 1.0)
+
+
+def test_the_ensemble_weights_its_members_on_validation() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    truth = np.eye(2)[y]
+    # A strong member (right on 90%, confident) and a weak one (right on 75%, more confident still):
+    # an equal vote follows the weak one where it is wrong, more weight on the strong one does not.
+    strong = np.where(rng.random(400)[:, None] < 0.9, 0.7 * truth + 0.15, 0.7 * (1 - truth) + 0.15)
+    weak = np.where(rng.random(400)[:, None] < 0.75, 0.98 * truth + 0.01, 0.98 * (1 - truth) + 0.01)
+    chosen = best_ensemble([outcome("strong", strong, y), outcome("weak", weak, y)], y, min_gain=-1.0)
+    assert chosen is not None
+    members, weights, accuracy, probs = chosen
+    equal = float(((strong + weak).argmax(1) == y).mean())
+    assert accuracy > equal + 3 / 400 and weights[0] > weights[1]
+    assert [m.name for m in members] == ["strong", "weak"]
+    torch.manual_seed(0)
+    first, second = nn.Linear(3, 2), nn.Linear(3, 2)
+    x = torch.randn(5, 3)
+    expected = weights[0] * torch.softmax(first(x), 1) + weights[1] * torch.softmax(second(x), 1)
+    assert torch.allclose(Ensemble([first, second], weights)(x).exp(), expected, atol=1e-6)
+
+
+def test_flip_averaging_is_kept_only_when_it_pays_and_exports(tmp_path: Path) -> None:
+    y = np.array([0, 1, 0, 1] * 25)
+    plain = np.eye(2)[y] * 0.6 + 0.2
+    plain[:10] = plain[:10, ::-1]  # ten wrong, but barely
+    flipped = np.eye(2)[y] * 0.9 + 0.05  # the mirror image is right with more confidence
+    keep, probs, accuracy = flip_pays(plain, flipped, y, 0.9)
+    assert keep and accuracy == 1.0 and np.allclose(probs, (plain + flipped) / 2)
+    assert flip_pays(plain, plain, y, 0.9) == (False, plain, 0.9)
+    torch.manual_seed(0)
+    model = FlipAverage(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))).eval()
+    sample = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    model(torch.from_numpy(sample))
+    path = export_onnx(model, 8, tmp_path / "flip.onnx")
+    check_parity(model, path, sample)

@@ -150,9 +150,9 @@ class Search:
                 train_items, y_train = subsample_stratified(train_items, y_train, plan.train_limit,
                                                             config.seed)
             plan.train_images = len(train_items)
-            needs = self._needs(plan, all_pending=True)
             if not plan.replay:
                 self._replan(plan)
+            needs = self._needs(plan, at_start=True)
             self.publish(plan)
             items = train_items + val_items
             reporter.phase("features", f"Computing {plan.backbone} features at {plan.feature_size}px")
@@ -164,14 +164,22 @@ class Search:
                 arrays, computed = None, 0
         return plan.to_dict(), train_items, y_train, arrays, computed, time.monotonic() - started
 
-    def _needs(self, plan: Plan, all_pending: bool = False) -> set[str]:
-        """The cached arrays of the trials still to run (that apply to this data)."""
+    def _needs(self, plan: Plan, at_start: bool = False) -> set[str]:
+        """The cached arrays of the trials still to run (that apply to this data).
+
+        ``at_start`` (the feature pass): only those of trials the plan means to run. A trial dropped
+        for lack of time gets no arrays (the stem activations of 60k images are ~0.7 GB); should a later
+        re-plan bring it back, it is skipped (see ``_trials``).
+        """
         needs: set[str] = set()
         for planned in plan.trials:
-            if planned.status in PENDING:
-                trial = get_trial(planned.name)
-                if plan.replay or not all_pending or trial.estimate(plan, self.clock.left()) is not None:
-                    needs |= set(trial.needs)
+            if planned.status not in PENDING:
+                continue
+            if at_start and not plan.replay and planned.status != "planned":
+                continue
+            trial = get_trial(planned.name)
+            if plan.replay or at_start or trial.estimate(plan, self.clock.left()) is not None:
+                needs |= set(trial.needs)
         return needs
 
     def _replan(self, plan: Plan) -> None:
@@ -192,6 +200,12 @@ class Search:
             if action == "stop":
                 break
             if action != "run":
+                continue
+            missing = set(get_trial(planned.name).needs) - set(arrays)
+            if missing:  # dropped when the feature pass ran, so its arrays were not computed
+                planned.status, planned.budget_s, planned.epochs = "dropped", 0.0, 0.0
+                reporter.log(f"{planned.name}: not run, the feature pass did not compute "
+                             f"{', '.join(sorted(missing))} for it (it did not fit in the plan then)")
                 continue
             ctx = TrialContext(config, reporter, plan, planned, self.labels, arrays, num_train, y_train,
                                y_val, parts.backbone, parts.stem, parts.tail, feature_spec, outcomes,

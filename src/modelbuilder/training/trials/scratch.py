@@ -1,31 +1,51 @@
 """``scratch_cnn``: a compact CNN trained from scratch at about the images' own resolution, for small
-images (28x28 digits, icons) where ImageNet features help least."""
+images (28x28 clothes and digits, icons) where ImageNet features help least.
+
+Its width is sized from the measured speed of this machine and the time it gets, so that it sees the
+training set about ``TARGET_EPOCHS`` times: on small images a narrower network that sees the data
+more often beats a wider one that sees it a few times (see ``WIDTHS``)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from ..loop import LoopData, fit_classifier
+from ..loop import LoopData, fit_classifier, predict_probabilities
 from ..plan import Plan, TrialEstimate, core_factor
 from .augment import shift_flip_augment
 from .base import TrialContext, TrialOutcome, loop_record
+from .tta import FlipAverage, flip_pays
 
 LR = 2e-3
-WIDTH = 32
 BATCH_SIZE = 128
-#: Training images/s of ``compact_cnn`` at 28x28 on the 2-core reference machine (48k images: 4 epochs
-#: in 240 s, see ``compact_cnn``); the cost grows with the pixel count. Scoring the validation split
-#: after each epoch runs about 3x faster than training (no backward pass).
+#: Widths it may get, narrowest first. Training images/s of ``compact_cnn`` at 28x28 (one input
+#: channel) on the 2-core reference machine, at width 32; the cost grows with the pixel count and
+#: about as width ** ``_WIDTH_EXPONENT`` (measured side by side: width 24 runs 1.4x, width 48 0.57x as
+#: fast as width 32; small layers do not speed up quadratically).
+WIDTHS = (16, 24, 32, 48, 64)
+_REFERENCE_WIDTH = 32
 _REFERENCE_RATE = 800.0
+_WIDTH_EXPONENT = 1.3
+#: Three input channels that carry one grey channel cost this much more than one channel (measured
+#: side by side at width 32: 1.2x); grey images get a channel mean in front instead.
+_RGB_COST = 1.2
+#: Scoring the validation split after each epoch runs about 3x faster than training (no backward pass).
 _EVAL_SPEEDUP = 3.0
+TARGET_EPOCHS = 10
 _MIN_TRIAL_SECONDS = 3.0
 #: It needs a few epochs to beat the pretrained trials; more than this is never required to try it.
 _MIN_EPOCHS, _MAX_MIN_SECONDS = 5, 15.0
 
 
-def compact_cnn(num_classes: int, width: int = WIDTH) -> nn.Module:
-    """A small VGG-style CNN (~120k parameters at width 32) for small images.
+class ChannelMean(nn.Module):
+    """RGB input that carries a grey image -> its one channel (a third of the first layer's work)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1, keepdim=True)
+
+
+def compact_cnn(num_classes: int, width: int = _REFERENCE_WIDTH, in_channels: int = 3) -> nn.Module:
+    """A small VGG-style CNN (~130k parameters at width 32) for small images.
 
     Only one convolution runs at full resolution: on 2 CPU cores that is what lets it see the
     training set several times within a few minutes (measured on 48k 28x28 images, 240 s: 4 epochs
@@ -37,11 +57,30 @@ def compact_cnn(num_classes: int, width: int = WIDTH) -> nn.Module:
                              nn.ReLU(inplace=True))
 
     return nn.Sequential(
-        block(3, width), nn.MaxPool2d(2),
+        block(in_channels, width), nn.MaxPool2d(2),
         block(width, 2 * width), block(2 * width, 2 * width), nn.MaxPool2d(2),
         block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
         nn.Linear(4 * width, num_classes),
     )
+
+
+def training_rate(plan: Plan, width: int) -> float:
+    """Expected training images/s of ``compact_cnn`` at ``width`` on this machine, now."""
+    size = plan.feature_size // (plan.scratch_pool or 1)
+    rate = _REFERENCE_RATE * (28 / size) ** 2 * (_REFERENCE_WIDTH / width) ** _WIDTH_EXPONENT
+    if plan.data.channels != 1:
+        rate /= _RGB_COST
+    return rate * core_factor(plan.cores) * plan.speed
+
+
+def epoch_seconds(plan: Plan, width: int) -> float:
+    return (plan.num_train + plan.data.num_val / _EVAL_SPEEDUP) / training_rate(plan, width)
+
+
+def choose_width(plan: Plan, seconds: float) -> int:
+    """The widest network that still gets ``TARGET_EPOCHS`` passes in ``seconds`` (else the narrowest)."""
+    fitting = [w for w in WIDTHS if TARGET_EPOCHS * epoch_seconds(plan, w) <= seconds]
+    return fitting[-1] if fitting else WIDTHS[0]
 
 
 class ScratchCNNTrial:
@@ -51,30 +90,53 @@ class ScratchCNNTrial:
     def estimate(self, plan: Plan, time_left: float) -> TrialEstimate | None:
         if not plan.scratch_pool:
             return None
-        size = plan.feature_size // plan.scratch_pool
-        rate = _REFERENCE_RATE * (28 / size) ** 2 * core_factor(plan.cores) * plan.speed
-        epoch = (plan.num_train + plan.data.num_val / _EVAL_SPEEDUP) / rate
+        width = choose_width(plan, time_left)  # an upper bound: run() sizes it for its actual budget
+        epoch = epoch_seconds(plan, width)
         minimum = min(_MAX_MIN_SECONDS, max(_MIN_TRIAL_SECONDS, _MIN_EPOCHS * epoch))
         return TrialEstimate(weight=1.0, min_seconds=minimum, epoch_seconds=epoch, batch_size=BATCH_SIZE,
-                             image_size=size)
+                             image_size=plan.feature_size // plan.scratch_pool)
 
     def run(self, ctx: TrialContext) -> TrialOutcome:
         """Train ``compact_cnn`` on the input average-pooled by the plan's ``scratch_pool`` with
         shift+flip augmentation. The exported model starts with the same pooling, so it takes the same
         input as the backbone trials and can be ensembled with them in one graph."""
+        plan = ctx.plan
+        if ctx.replay is not None:
+            width = int(ctx.replay.get("width", _REFERENCE_WIDTH))
+        else:
+            width = choose_width(plan, ctx.planned.budget_s)
+            ctx.planned.epoch_seconds = round(epoch_seconds(plan, width), 4)
+            ctx.planned.epochs = round(ctx.planned.budget_s / ctx.planned.epoch_seconds, 2)
+        grey = plan.data.channels == 1
         torch.manual_seed(ctx.seed)
-        cnn = compact_cnn(ctx.num_classes)
+        cnn = compact_cnn(ctx.num_classes, width, in_channels=1 if grey else 3)
+        net = nn.Sequential(ChannelMean(), cnn) if grey else cnn
         train_x, val_x = ctx.split("small")
         size = train_x.shape[-1]
         data = LoopData(torch.from_numpy(train_x), torch.from_numpy(ctx.y_train).long(),
                         torch.from_numpy(val_x), torch.from_numpy(ctx.y_val).long(),
                         augment=shift_flip_augment(max(1, size // 8)))
         config = ctx.loop_config(lr=LR, weight_decay=5e-4, batch_size=BATCH_SIZE, patience=8)
-        result = fit_classifier(cnn, data, config, ctx.reporter, ctx.strategy)
-        pool = ctx.plan.scratch_pool or 1
-        model = nn.Sequential(nn.AvgPool2d(pool), cnn).eval() if pool > 1 else cnn.eval()
-        return TrialOutcome(self.name, "scratch_cnn", "compact_cnn", ctx.feature_spec, model,
-                            result.val_accuracy, result.val_probabilities, result.seconds, result.canceled,
-                            {"epochs": result.epochs, "lr": LR, "width": WIDTH, "cnn_size": size,
+        result = fit_classifier(net, data, config, ctx.reporter, ctx.strategy)
+        probs, accuracy = result.val_probabilities, result.val_accuracy
+        recorded_flip = ctx.replay is not None and bool(ctx.replay.get("flip_average"))
+        use_flip = False
+        if len(val_x) and (ctx.replay is None or recorded_flip):
+            flipped, _ = predict_probabilities(net, data.val_x.flip(-1), data.to_input)
+            if ctx.replay is None:
+                use_flip, probs, accuracy = flip_pays(probs, flipped, ctx.y_val, accuracy)
+            else:  # a replay makes the recorded choice
+                use_flip, probs = True, (probs + flipped) / 2
+                accuracy = float((probs.argmax(1) == ctx.y_val).mean())
+        if use_flip:
+            ctx.reporter.log(f"{self.name}: flip-averaged predictions score {accuracy:.4f} on validation "
+                             f"(plain {result.val_accuracy:.4f}); the model averages both")
+        pool = plan.scratch_pool or 1
+        model: nn.Module = nn.Sequential(nn.AvgPool2d(pool), net) if pool > 1 else net
+        model = (FlipAverage(model) if use_flip else model).eval()
+        return TrialOutcome(self.name, "scratch_cnn", "compact_cnn", ctx.feature_spec, model, accuracy,
+                            probs, result.seconds, result.canceled,
+                            {"epochs": result.epochs, "lr": LR, "width": width, "cnn_size": size,
+                             "grey_input": grey, "flip_average": use_flip,
                              "image_size": ctx.feature_spec.crop_size},
-                            record=loop_record(result))
+                            record={**loop_record(result), "width": width, "flip_average": use_flip})
