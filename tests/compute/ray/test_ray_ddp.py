@@ -17,6 +17,7 @@ from modelbuilder.compute.job import DEFAULT_TRAINING_TARGET
 from modelbuilder.compute.ray.cluster import RayCluster
 from modelbuilder.compute.ray.jobs import FORWARD_ENV, get_job, job_logs, submit
 from modelbuilder.compute.ray.jobspec import RayJobSpec, WorkerPlan, worker_plan
+from modelbuilder.compute.ray.train_workers import MAX_FAILURES_ENV
 from modelbuilder.compute.sizes import get_size
 from modelbuilder.entities import ProvisioningState, RunStatus
 from modelbuilder.services import open_workspace, runs, submit_training
@@ -156,6 +157,41 @@ def test_a_killed_worker_restarts_the_group_which_resumes_and_completes(
     log = "\n".join(line.text for line in lines)
     assert "the worker group restarted after a worker failed (attempt 2 of 3)" in log
     assert run.latest_metrics["steps_rank_0"] == run.latest_metrics["steps_rank_1"] > 0
+
+
+@pytest.mark.slow
+def test_a_worker_failing_beyond_the_restart_limit_fails_the_run_with_the_cause(
+    session: WorkspaceSession, ray_head: RayHead, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.setenv(MAX_FAILURES_ENV, "0")  # no restart: the first killed worker is beyond the limit
+    monkeypatch.setenv(FORWARD_ENV, MAX_FAILURES_ENV)
+    data = make_image_folder(tmp_path / "shapes", classes=3, per_class=12, size=32)
+    config = TrainingConfig(data=str(data), time_budget=40, architecture="test_tiny",
+                            strategies=("linear", *GRADIENT_TRIALS))
+    spec = ComputeSpec.create("cpu-ddp-fail", "Standard_F2s_v2", backend="ray",
+                              address=ray_head.address, max_nodes=2)
+    assert create_compute(session, spec).state is ProvisioningState.SUCCEEDED
+    submission = submit_training(session, config, compute="cpu-ddp-fail")
+    deadline = time.monotonic() + 120
+    while not session.store.list_child_runs(submission.run.id):
+        assert time.monotonic() < deadline, "no trial ever started"
+        time.sleep(0.2)
+    workers = _train_workers(ray_head)
+    assert len(workers) == 2
+    workers[-1].kill()
+    *_, last = runs.follow_run(session, submission.run.id, submission.worker, timeout=180)
+    run = session.store.get_run(submission.run.id)
+    assert last.run.status is RunStatus.FAILED
+    assert run.error is not None and run.error.type == "WorkerGroupError", run.error
+    message = run.error.message
+    assert message.startswith("The 2 training workers failed after 0 restart(s) of the worker group "
+                              "(at most 0 allowed): rank "), message
+    assert "Traceback" not in message and "\n" not in message and len(message) < 600
+    assert run.error.hint and MAX_FAILURES_ENV in run.error.hint
+    assert all(child.status.is_terminal for child in session.store.list_child_runs(run.id))
+    lines, _ = runs.log_lines(session, run.id, limit=None)
+    assert any("the worker group failed" in line.text for line in lines)  # the details are in the log
 
 
 @pytest.mark.slow

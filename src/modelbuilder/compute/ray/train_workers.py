@@ -30,7 +30,11 @@ from .entrypoint import EventReporter, emit_result
 from .jobspec import RayJobSpec
 
 #: Worker-group restarts Ray Train allows before the run fails (a killed worker is one failure).
-MAX_WORKER_FAILURES = int(os.environ.get("MODELBUILDER_RAY_MAX_WORKER_FAILURES", "2"))
+MAX_FAILURES_ENV = "MODELBUILDER_RAY_MAX_WORKER_FAILURES"
+MAX_WORKER_FAILURES = int(os.environ.get(MAX_FAILURES_ENV, "2"))
+#: How much of a failed worker group's report reaches the run's log, and of its cause the run's error.
+_DETAIL_CHARS = 8000
+_CAUSE_CHARS = 400
 #: Seconds the workers may wait to be placed before the run fails with the reason (a job whose entrypoint
 #: asks for nothing starts at once; its workers must not wait for resources forever).
 PLACEMENT_TIMEOUT_S = os.environ.get("MODELBUILDER_RAY_PLACEMENT_TIMEOUT_S", "45")
@@ -55,6 +59,9 @@ class EventBridge:
     def attempt(self) -> int:
         """Rank 0 starts: 1, then 2, ... after each restart of the worker group."""
         self.attempts += 1
+        return self.attempts
+
+    def attempts_made(self) -> int:
         return self.attempts
 
     def push(self, event: RunEvent) -> None:
@@ -230,16 +237,39 @@ def run_workers(
                 f"within {PLACEMENT_TIMEOUT_S}s: {exc}",
                 hint="Free the cluster's resources, or use a smaller size or fewer nodes.",
             ) from exc
+        # The whole report (every rank's traceback) goes to the run's log; the error names the cause.
+        reporter.log(f"data-parallel: the worker group failed:\n{str(exc)[-_DETAIL_CHARS:]}")
+        restarts = max(0, int(ray.get(bridge.attempts_made.remote())) - 1)
         raise WorkerGroupError(
-            f"The {spec.workers} training workers failed (after up to {MAX_WORKER_FAILURES} restarts): "
-            f"{exc}",
-            hint="See the run's log for the worker's traceback.",
+            f"The {spec.workers} training workers failed after {restarts} restart(s) of the worker group "
+            f"(at most {MAX_WORKER_FAILURES} allowed): {worker_failure_cause(exc)}",
+            hint="See the run's log for the workers' tracebacks. If workers die from lack of memory, use "
+            f"a larger size; to allow more restarts, set {MAX_FAILURES_ENV} where the cluster runs jobs.",
         ) from exc
     finally:
         done.set()
         pump.join()
         _forward(bridge, reporter)  # what rank 0 sent last
         shutil.rmtree(storage, ignore_errors=True)
+
+
+def worker_failure_cause(exc: BaseException) -> str:
+    """The first failed worker's error in one line (Ray Train's ``WorkerGroupError`` holds each rank's
+    exception in ``worker_failures``; anything else: its own first line), without tracebacks."""
+    failures = getattr(exc, "worker_failures", None)
+    if isinstance(failures, dict) and failures:
+        rank, error = min(failures.items(), key=lambda item: item[0])
+        cause = f"rank {rank}: {type(error).__name__}: {_first_line(str(error))}"
+    else:
+        cause = f"{type(exc).__name__}: {_first_line(str(exc))}"
+    return cause if len(cause) <= _CAUSE_CHARS else cause[: _CAUSE_CHARS - 3] + "..."
+
+
+def _first_line(text: str) -> str:
+    # Ray prefixes messages with a header line ("Training failed due to worker errors:"), then the text.
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.endswith(":") and not line.startswith("Traceback")]
+    return (useful or lines or [""])[0]
 
 
 def _placement_timed_out(exc: Exception) -> bool:
