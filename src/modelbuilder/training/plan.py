@@ -226,16 +226,28 @@ def make_plan(backbone: str, data: DataFacts, num_images: int, budget_s: float,
     spec = get_backbone_spec(backbone)
     preferred = spec.small_image_size if data.small else spec.default_size
     sizes = [s for s in spec.feature_sizes if s <= preferred] or [min(spec.feature_sizes)]
+    # Small images: whole multiples of their side first (84 px for 28 px images), so that pooling the
+    # upscaled input gives back exactly the images' own size for the from-scratch CNN: a 32-px copy of a
+    # 28-px image carries nothing more and costs the CNN 1.3x the time.
+    multiples = _side_multiples(spec, data, preferred) if data.small else []
     size = sizes[-1]
-    for candidate in sizes:
+    for candidate in multiples + sizes:
         if num_images / feature_rate(spec, candidate, rate_scale) <= FEATURE_SHARE * budget_s:
             size = candidate
             break
-    # Pool the (upscaled) input back to about the images' own size: 112 -> 28 for 28-32 px images.
+    # Pool the (upscaled) input back to about the images' own size: 84 -> 28 for 28 px images.
     pool = max(1, round(size / max(data.typical_side, 16))) if data.small else None
     rate = feature_rate(spec, size, rate_scale)
     return Plan(backbone, size, pool, data, budget_s, cores=os.cpu_count() or 1, speed=rate_scale,
                 feature_rate=rate, feature_seconds=num_images / rate)
+
+
+def _side_multiples(spec: BackboneSpec, data: DataFacts, largest: int) -> list[int]:
+    """Whole multiples of the images' side from ``largest`` down to 3/4 of the backbone's smallest
+    measured size (below it ImageNet features say little), largest first."""
+    side = max(data.typical_side, 16)
+    smallest = 0.75 * min(spec.feature_sizes)
+    return [k * side for k in range(largest // side, 0, -1) if k * side >= smallest]
 
 
 def allocate(estimates: Iterable[tuple[str, TrialEstimate]], time_left: float) -> dict[str, float | None]:
