@@ -184,7 +184,20 @@ def test_estimate_uses_the_speed_an_earlier_run_measured(wclient: TestClient, wo
     source = _dataset(wclient)
     params = {"source": source, "time_budget": 60, "architecture": "test_tiny"}
     reference = wclient.get(f"{API}/train/estimate", params=params).json()
-    run_id = world.completed_run()  # a completed run whose plan measured a machine half as fast
+    # A completed run on this data whose plan measured a machine half as fast (a run on other data
+    # decoded other images: its speed is not used, see test_wizard_estimate.py).
+    from modelbuilder.entities import RunStatus
+    from modelbuilder.services.datasets import get_dataset
+    from modelbuilder.services.training_run import dataset_fingerprint
+    from modelbuilder.services.workspaces import open_session
+
+    with open_session(world.workspace) as session:
+        folder = get_dataset(session, source.partition(":")[2]).path
+    run_id = world.store.create_run(world.store.get_or_create_experiment("uploads").id, compute="local",
+                                    dataset_fingerprint=dataset_fingerprint(folder),
+                                    status=RunStatus.QUEUED).id
+    for status in (RunStatus.PREPARING, RunStatus.RUNNING, RunStatus.FINALIZING, RunStatus.COMPLETED):
+        world.store.set_run_status(run_id, status)
     plan = {"format_version": 1, "backbone": "test_tiny", "speed": 0.5, "feature_size": 32}
     world.artifacts.put_bytes(run_id, json.dumps(plan).encode(), "plan.json")
     slower = wclient.get(f"{API}/train/estimate", params=params).json()

@@ -17,10 +17,17 @@ from wizard_fixtures import API, image_files, wizard_app, zip_bytes
 
 from modelbuilder import settings
 from modelbuilder.portal import estimate as estimate_module
+from modelbuilder.portal import estimate_probe
+from modelbuilder.portal.estimate_probe import ProbeTiming
 from modelbuilder.training import feature_pass
-from modelbuilder.training.feature_pass import PassTiming
 
 OVERHEAD_S, RATE = 1.5, 100.0
+
+
+def timing(overhead_s: float = OVERHEAD_S, rate: float = RATE, images: int = 32) -> ProbeTiming:
+    """A probe's answer whose parts add up to ``overhead_s`` (export/session 2/3, warm-up and write 1/6)."""
+    return ProbeTiming(setup_s=overhead_s * 4 / 6, warmup_s=overhead_s / 6, write_s=overhead_s / 6,
+                       rate=rate, images=images)
 
 
 @pytest.fixture
@@ -35,20 +42,25 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, tuple[str, .
     made: list[tuple[str, int, tuple[str, ...], int]] = []
 
     def fake(backbone: str, size: int, pool: int | None, outputs: tuple[str, ...],
-             paths: list[Path]) -> PassTiming:
+             paths: list[Path]) -> ProbeTiming:
         assert all(p.is_file() for p in paths)  # the data's own images
         made.append((backbone, size, outputs, len(paths)))
-        return PassTiming(overhead_s=OVERHEAD_S, rate=RATE, images=32)
+        return timing()
 
     monkeypatch.setattr(estimate_module, "_run_probe", fake)
     return made
 
 
-def _estimate(client: TestClient, per_class: int = 6, architecture: str = "test_tiny") -> dict:  # type: ignore[type-arg]
+def _upload(client: TestClient, per_class: int = 6) -> str:
     response = client.post(f"{API}/datasets", headers=csrf_headers(client.app),
                            files={"archive": ("d.zip", zip_bytes(image_files(per_class=per_class)), "x")})
     assert response.status_code == 201, response.text
-    params = {"source": response.json()["source"], "time_budget": 60, "architecture": architecture}
+    return str(response.json()["source"])
+
+
+def _estimate(client: TestClient, per_class: int = 6, architecture: str = "test_tiny") -> dict:  # type: ignore[type-arg]
+    params: dict[str, str | int] = {"source": _upload(client, per_class), "time_budget": 60,
+                                    "architecture": architecture}
     body = client.get(f"{API}/train/estimate", params=params)
     assert body.status_code == 200, body.text
     return body.json()  # type: ignore[no-any-return]
@@ -59,12 +71,14 @@ def test_without_an_earlier_run_a_probe_measures_overhead_and_rate(wclient: Test
     assert len(probes) == 1 and probes[0][0] == "test_tiny" and probes[0][1] == body["resolution"]
     assert "features" in probes[0][2] and probes[0][3] == 12
     assert body["speed_source"] == "probe"
-    assert body["overhead_seconds"] == OVERHEAD_S and body["feature_rate"] == pytest.approx(RATE)
+    assert body["overhead_seconds"] == pytest.approx(OVERHEAD_S)
+    assert body["feature_rate"] == pytest.approx(RATE)
     assert body["feature_seconds"] == pytest.approx(OVERHEAD_S + body["images"] / RATE)
     # The page shows this sentence under the estimate (wizard.js: e.feature_method).
     method = body["feature_method"]
     assert "measured by a probe that featurized 32 of these images" in method
     assert "plus 1.5s fixed (ONNX export" in method and "just now" in method
+    assert "start 1.0s, first-batch warm-up 0.2s, writing the feature cache 0.2s" in method
 
 
 def test_the_probe_is_cached_per_machine_and_resolution_with_its_time(wclient: TestClient,
@@ -72,12 +86,12 @@ def test_the_probe_is_cached_per_machine_and_resolution_with_its_time(wclient: T
     first = _estimate(wclient)
     again = _estimate(wclient, per_class=7)  # other images, same backbone and resolution: no new probe
     assert len(probes) == 1
-    assert again["speed_source"] == "probe_cached" and again["overhead_seconds"] == OVERHEAD_S
+    assert again["speed_source"] == "probe_cached" and again["overhead_seconds"] == pytest.approx(OVERHEAD_S)
     assert again["feature_seconds"] == pytest.approx(OVERHEAD_S + again["images"] / RATE)
     assert first["images"] == 12 and again["images"] == 14
     entries = json.loads((settings.cache_dir() / estimate_module.PROBE_CACHE_FILE).read_text())
     (key, entry), = entries.items()
-    assert f"|test_tiny|{first['resolution']}|" in key
+    assert f"|test_tiny|{first['resolution']}|" in key and key.endswith("|src9")  # 24x24 px sources
     assert entry["rate"] == RATE and time.time() - entry["measured_at"] < 60
     # An old probe is repeated: the machine's load may have changed since.
     entry["measured_at"] -= estimate_module.PROBE_MAX_AGE_S + 1
@@ -91,7 +105,11 @@ def test_an_earlier_runs_speed_is_used_without_the_overhead_it_included(
     from modelbuilder.training.plan import feature_rate
 
     size = _estimate(wclient)["resolution"]
-    run_id = world.completed_run()
+    other_data = world.completed_run()  # a faster machine, but other images: not used
+    plan = {"format_version": 1, "backbone": "test_tiny", "speed": 5.0, "feature_size": size,
+            "feature_seconds": 4.5}
+    world.artifacts.put_bytes(other_data, json.dumps(plan).encode(), "plan.json")
+    run_id = _completed_run_on(world, _upload(wclient))
     # The trainer's speed divides all of the pass's time, overhead included, by the images: 4.5s of
     # which 1.5s overhead means the pass itself ran 4.5 / 3.0 = 1.5x faster than that speed says.
     plan = {"format_version": 1, "backbone": "test_tiny", "speed": 0.2, "feature_size": size,
@@ -107,7 +125,7 @@ def test_an_earlier_runs_speed_is_used_without_the_overhead_it_included(
 
 def test_when_nothing_can_be_measured_the_page_says_the_overhead_is_missing(
         wclient: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing(*args: object, **kwargs: object) -> PassTiming:
+    def failing(*args: object, **kwargs: object) -> ProbeTiming:
         raise estimate_module.ProbeFailed("the probe failed: Exporting the model to ONNX failed: boom")
 
     monkeypatch.setattr(estimate_module, "_run_probe", failing)
@@ -126,12 +144,66 @@ def test_the_real_probe_times_the_trainers_pass_without_filling_the_feature_cach
 
     folder = make_image_folder(tmp_path / "data", classes=2, per_class=3, size=24)
     paths = sorted(folder.rglob("*.png"))
-    timed = feature_pass.time_feature_pass("test_tiny", 32, 1, ("features", "stem", "small"), paths,
-                                           tmp_path)
-    assert timed.overhead_s > 0 and timed.rate > 0
-    assert timed.images % 16 == 0 and 16 <= timed.images <= feature_pass.PROBE_TIMED_IMAGES  # cycles 6 images
+    timed = estimate_probe.time_pass("test_tiny", 32, 1, ("features", "stem", "small"), paths, tmp_path)
+    assert timed.setup_s > 0 and timed.warmup_s >= 0 and timed.write_s > 0 and timed.rate > 0
+    assert timed.overhead_s == pytest.approx(timed.setup_s + timed.warmup_s + timed.write_s)
+    # The timed call cycles the 6 images; its first batch is left out of the rate.
+    assert timed.images % estimate_probe.BATCH == 0
+    assert estimate_probe.MIN_TIMED <= timed.images <= estimate_probe.MAX_TIMED
     spec = get_backbone_spec("test_tiny").preprocessing(32)
     assert len(feature_cache_for("test_tiny", "random", spec, "features")) == 0
+
+
+def test_the_probe_decodes_a_sample_spread_over_the_file_sizes(tmp_path: Path) -> None:
+    """Decoding grows with the source's pixels: the sample must hold small and large files in the data's
+    proportions, not the first files by name (often one label, often alike)."""
+    sizes = [100 * (i + 1) for i in range(200)]  # file i has (i + 1) * 100 bytes
+    paths = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"{i:03d}.bin"
+        path.write_bytes(b"x" * size)
+        paths.append(path)
+    sample = estimate_probe.sample_paths(paths, count=20)
+    assert len(sample) == len(set(sample)) == 20
+    chosen = sorted(p.stat().st_size for p in sample)
+    assert chosen[0] <= 1000 and chosen[-1] >= 19_100  # both ends of the size range
+    assert sum(chosen) / 20 == pytest.approx(sum(sizes) / 200, rel=0.05)  # the data's mean size
+    assert [p.stat().st_size for p in sample] != chosen  # shuffled: every batch mixes sizes
+    assert estimate_probe.sample_paths(paths, count=20) == sample  # the same sample every time
+    assert estimate_probe.sample_paths(paths[:5], count=20) == estimate_probe.sample_paths(paths[:5])
+    assert sorted(estimate_probe.sample_paths(paths[:5])) == paths[:5]
+
+
+def test_a_probe_is_not_reused_for_images_of_another_size_class(world: PortalWorld, probes: list) -> None:  # type: ignore[type-arg]
+    """A probe of 24 px images says nothing about the decoding cost of photos: another size class probes."""
+    from modelbuilder.portal.datasources import build_preview
+    from modelbuilder.services.workspaces import open_session
+
+    preview = build_preview("dataset:x", world.data_dir)
+    with open_session(world.workspace) as session:
+        estimate_module.estimate_training(session, preview, 60, "test_tiny")
+        estimate_module.estimate_training(session, preview, 90, "test_tiny")  # another budget: cached
+        assert len(probes) == 1
+        preview.typical_size = (preview.typical_size[0] * 4, preview.typical_size[1] * 4)
+        found = estimate_module.estimate_training(session, preview, 60, "test_tiny")
+    assert len(probes) == 2 and found.speed_source == "probe"
+
+
+def _completed_run_on(world: PortalWorld, source: str) -> str:
+    """A completed run on the uploaded data ``source`` (its dataset fingerprint)."""
+    from modelbuilder.entities import RunStatus
+    from modelbuilder.services.datasets import get_dataset
+    from modelbuilder.services.training_run import dataset_fingerprint
+    from modelbuilder.services.workspaces import open_session
+
+    with open_session(world.workspace) as session:
+        folder = get_dataset(session, source.partition(":")[2]).path
+    experiment = world.store.get_or_create_experiment("uploads")
+    run = world.store.create_run(experiment.id, compute="local", params={"data": str(folder)},
+                                 dataset_fingerprint=dataset_fingerprint(folder), status=RunStatus.QUEUED)
+    for status in (RunStatus.PREPARING, RunStatus.RUNNING, RunStatus.FINALIZING, RunStatus.COMPLETED):
+        world.store.set_run_status(run.id, status)
+    return run.id
 
 
 def test_the_probe_runs_in_a_fresh_process_and_reports_its_failures(tmp_path: Path) -> None:
@@ -140,7 +212,7 @@ def test_the_probe_runs_in_a_fresh_process_and_reports_its_failures(tmp_path: Pa
 
     paths = sorted(make_image_folder(tmp_path / "data", classes=2, per_class=2, size=24).rglob("*.png"))
     timed = estimate_module._run_probe("test_tiny", 32, None, ("features",), paths)
-    assert timed.overhead_s > 0 and timed.rate > 0 and timed.images >= 16
+    assert timed.setup_s > 0 and timed.rate > 0 and timed.images >= estimate_probe.MIN_TIMED
     with pytest.raises(estimate_module.ProbeFailed, match="the probe failed: .*no_such_backbone"):
         estimate_module._run_probe("no_such_backbone", 32, None, ("features",), paths)
 
@@ -156,7 +228,7 @@ def test_the_resolution_is_the_one_the_trainer_will_use(world: PortalWorld, monk
 
     assert (images >= feature_pass.PROBE_MIN_MISSING) is calibrates
     monkeypatch.setattr(estimate_module, "_run_probe",  # a machine 100x slower than the reference
-                        lambda *args: PassTiming(overhead_s=OVERHEAD_S, rate=1.0, images=16))
+                        lambda *args: timing(rate=1.0, images=16))
     preview = Preview("dataset:x", world.data_dir, ["a", "b"], {"a": images // 2, "b": images // 2}, {},
                       typical_size=(200, 200), usable={p.relative_to(world.data_dir).as_posix()
                                                        for p in world.data_dir.rglob("*.png")})

@@ -5,12 +5,15 @@ preview's facts.
 The feature-pass time is ``overhead + images / rate``, the same quantity the trainer records as the plan's
 ``feature_seconds`` (``training.search``: ONNX export, onnxruntime session start and the pass itself):
 
-- the fixed overhead (export + session start + the first batch's warm-up) and the rate come from a short
-  live probe through the trainer's own code path (``feature_pass.time_feature_pass``, in a fresh process
-  as the trainer's worker is) on a few of these images, cached per host, backbone, resolution and
-  outputs under ``$MODELBUILDER_HOME/cache`` for ``PROBE_MAX_AGE_S`` so repeated estimates are instant;
-- when an earlier completed run measured this machine (its plan.json ``speed``), its rate is used instead
-  of the probe's (it measured many more images), corrected for the overhead it included;
+- the fixed overhead (export + session start + the first batch's warm-up + writing the cache) and the
+  per-image rate come from a short live probe through the trainer's own functions (``estimate_probe``,
+  in a fresh process as the trainer's worker is) on a sample of these images spread over their file
+  sizes (decoding grows with the source's pixels), cached per host, backbone, resolution, outputs and
+  source-size class under ``$MODELBUILDER_HOME/cache`` for ``PROBE_MAX_AGE_S``, so repeated estimates
+  (another budget) are instant;
+- when an earlier completed run on the same data measured this machine (its plan.json ``speed``), its
+  rate is used instead of the probe's (it measured many more images), corrected for the overhead it
+  included; a run on other data decoded other images, so its rate is not used;
 - without the training extra nothing can be probed: the backbone's reference rates are used and the page
   says that the overhead is not included.
 
@@ -22,6 +25,7 @@ gives only that measuring precision.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -43,9 +47,9 @@ from ..services import artifacts as artifact_service
 from ..services import runs as run_service
 from ..services.workspaces import WorkspaceSession
 from .datasources import Preview
+from .estimate_probe import ProbeTiming, sample_paths
 
 if TYPE_CHECKING:
-    from ..training.feature_pass import PassTiming
     from ..training.plan import Plan
 
 logger = logging.getLogger(__name__)
@@ -56,8 +60,6 @@ PROBE_CACHE_FILE = "estimate-probes.json"
 FEATURE_SHARE_MAX = 0.45  # training.feature_pass.FEATURE_SHARE_MAX (not imported: that module needs torch)
 #: A probe older than this is repeated (a shared machine's load changes over hours).
 PROBE_MAX_AGE_S = 6 * 3600.0
-#: At most this many of the data's images are given to the probe (it cycles through fewer).
-PROBE_PATHS = 64
 _probe_lock = threading.Lock()  # one probe at a time: two at once would each measure half a machine
 
 
@@ -86,13 +88,23 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Timing:
-    """A probe's result (see ``feature_pass.PassTiming``), fresh or from the cache."""
+    """A probe's result (see ``estimate_probe.ProbeTiming``), fresh or from the cache."""
 
-    overhead_s: float
-    rate: float
-    images: int
+    probe: ProbeTiming
     measured_at: float  # time.time()
     cached: bool
+
+    @property
+    def overhead_s(self) -> float:
+        return self.probe.overhead_s
+
+    @property
+    def rate(self) -> float:
+        return self.probe.rate
+
+    @property
+    def images(self) -> int:
+        return self.probe.images
 
 
 @dataclass(frozen=True)
@@ -137,7 +149,7 @@ def estimate_training(
                       channels=3, num_labels=labels)
     backbone = choose_backbone(architecture, None)
     spec = get_backbone_spec(backbone)
-    run = _measured_speed(session, backbone)
+    run = _measured_speed(session, backbone, fingerprint)
     # The trainer's first plan uses the reference rates; only a pass over PROBE_MIN_MISSING uncached
     # images or more is re-planned with a measured rate (feature_pass.calibrate). The resolution follows
     # that rule here, so the time is estimated for the resolution the trainer will use.
@@ -146,10 +158,11 @@ def estimate_training(
     cached = _cached_features(backbone, counted_at, preview.hashes)
     todo = images - cached
     calibrates = todo >= _probe_min_missing()
-    paths = [preview.path / rel for rel in sorted(preview.usable)[:PROBE_PATHS]]
+    paths = sample_paths([preview.path / rel for rel in preview.usable])
+    source_class = _source_class(preview.typical_size)
     timing, why_not, used_run, scale = None, "", run, run.speed if run else 1.0
     for _ in range(2):  # a measured rate may move the trainer to another resolution: time that one too
-        timing, why_not = _timing(plan, budget_s, paths, probe)
+        timing, why_not = _timing(plan, budget_s, paths, source_class, probe)
         if timing is None:
             break
         measured = _run_scale(run, plan.feature_size, timing.overhead_s) if run else None
@@ -192,8 +205,10 @@ def _method(plan: Plan, run: RunSpeed | None, timing: Timing | None, why_not: st
         when = "just now" if age < 90 else f"{age / 60:.0f} minutes ago"
         probe = (f"a probe that featurized {timing.images} of these images through the trainer's own code "
                  f"path on this machine ({when})")
+        parts = timing.probe
         overhead = (f" plus {timing.overhead_s:.1f}s fixed (ONNX export of the backbone and onnxruntime "
-                    f"start, measured by {probe if run else 'the same probe'})")
+                    f"start {parts.setup_s:.1f}s, first-batch warm-up {parts.warmup_s:.1f}s, writing the "
+                    f"feature cache {parts.write_s:.1f}s; measured by {probe if run else 'the same probe'})")
         if run is not None:
             source = "run"
             text = f"{rate}, the speed measured by run {run.run_id[:8]} on this machine,{overhead}"
@@ -214,14 +229,19 @@ def _method(plan: Plan, run: RunSpeed | None, timing: Timing | None, why_not: st
     return source, f"Estimated as the trainer's feature pass: {text}{cached_note}"
 
 
+def _plan_trials(plan: Plan, budget_s: float) -> None:
+    """The trials the trainer would plan before its feature pass (``Search._replan``), into ``plan``."""
+    from ..training.plan import PlannedTrial, apply_estimates
+    from ..training.registry import get_trial, known_trial_names
+
+    plan.trials = [PlannedTrial(name) for name in known_trial_names()]
+    left = max(0.0, budget_s - plan.feature_seconds)
+    apply_estimates(plan, [(t.name, get_trial(t.name).estimate(plan, left)) for t in plan.trials], left)
+
+
 def _trial_estimates(plan: Plan, estimate: Estimate, budget_s: float) -> None:
     try:
-        from ..training.plan import PlannedTrial, apply_estimates
-        from ..training.registry import get_trial, known_trial_names
-
-        plan.trials = [PlannedTrial(name) for name in known_trial_names()]
-        left = max(0.0, budget_s - plan.feature_seconds)
-        apply_estimates(plan, [(t.name, get_trial(t.name).estimate(plan, left)) for t in plan.trials], left)
+        _plan_trials(plan, budget_s)
         estimate.trials = [
             {"name": t.name, "status": t.status, "budget_s": round(t.budget_s, 1),
              "image_size": t.image_size, "epochs": t.epochs}
@@ -232,27 +252,36 @@ def _trial_estimates(plan: Plan, estimate: Estimate, budget_s: float) -> None:
 
 
 def _outputs(plan: Plan, budget_s: float) -> tuple[str, ...]:
-    """The arrays the trainer's feature pass would compute for this plan (``Search._needs``)."""
+    """The arrays the trainer's feature pass would compute for this plan (``Search._needs`` at the start:
+    those of the trials it plans to run; a trial dropped for lack of time gets none)."""
     from ..training.feature_pass import ARRAYS
-    from ..training.registry import get_trial, known_trial_names
+    from ..training.registry import get_trial
 
-    left = max(0.0, budget_s - plan.feature_seconds)
+    planned = dataclasses.replace(plan, trials=[])
+    _plan_trials(planned, budget_s)
     needs: set[str] = set()
-    for name in known_trial_names():
-        trial = get_trial(name)
-        if trial.estimate(plan, left) is not None:
-            needs |= set(trial.needs)
+    for trial in planned.trials:
+        if trial.status == "planned":
+            needs |= set(get_trial(trial.name).needs)
     return tuple(name for name in ARRAYS if name in needs) or ("features",)
 
 
-def _timing(plan: Plan, budget_s: float, paths: list[Path], probe: bool) -> tuple[Timing | None, str]:
+def _source_class(typical_size: tuple[int, int]) -> str:
+    """The images' size class for the probe cache: decoding cost grows with the source's pixels, so a probe
+    of 28 px images says nothing about 4000 px photos (classes are a factor of 2 in pixels apart)."""
+    pixels = max(1, typical_size[0] * typical_size[1])
+    return f"src{round(math.log2(pixels))}"
+
+
+def _timing(plan: Plan, budget_s: float, paths: list[Path], source_class: str,
+            probe: bool) -> tuple[Timing | None, str]:
     """The cached probe for this plan's pass, else a new probe (when allowed). (None, why) when neither."""
     try:
         outputs = _outputs(plan, budget_s)
     except (ImportError, MissingDependencyError) as exc:
         return None, f"the training extra is not installed: {exc}"
     key = "|".join([socket.gethostname(), str(os.cpu_count()), plan.backbone, str(plan.feature_size),
-                    str(plan.scratch_pool), "+".join(outputs)])
+                    str(plan.scratch_pool), "+".join(outputs), source_class])
     with _probe_lock:
         found = _read_probe(key)
         if found is not None:
@@ -266,7 +295,7 @@ def _timing(plan: Plan, budget_s: float, paths: list[Path], probe: bool) -> tupl
         except ProbeFailed as exc:  # an estimate must not fail on its probe
             logger.warning("Feature-pass probe failed: %s", exc)
             return None, str(exc)
-        found = Timing(timed.overhead_s, timed.rate, timed.images, time.time(), cached=False)
+        found = Timing(timed, time.time(), cached=False)
         _write_probe(key, found)
         return found, ""
 
@@ -275,42 +304,21 @@ class ProbeFailed(Exception):
     """The probe could not measure (the message says why, for the page)."""
 
 
-#: Run in a fresh interpreter, as the trainer's worker is: the first ONNX export in a process costs about
-#: twice a later one, and the trainer's recorded pass includes that first export.
-_PROBE_SCRIPT = """
-import json, pathlib, sys, tempfile
-try:
-    from modelbuilder.errors import ModelBuilderError
-    from modelbuilder.training.feature_pass import time_feature_pass
-except ImportError as exc:
-    print(json.dumps({"error": f"the training extra is not installed: {exc}"}))
-    sys.exit(0)
-a = json.load(sys.stdin)
-try:
-    with tempfile.TemporaryDirectory(prefix="mb-probe-") as tmp:
-        t = time_feature_pass(a["backbone"], a["size"], a["pool"], tuple(a["outputs"]),
-                              [pathlib.Path(p) for p in a["paths"]], pathlib.Path(tmp))
-except (ModelBuilderError, OSError, ValueError) as exc:
-    print(json.dumps({"error": f"the probe failed: {exc}"}))
-else:
-    print(json.dumps({"overhead_s": t.overhead_s, "rate": t.rate, "images": t.images}))
-"""
 PROBE_TIMEOUT_S = 180.0
 
 
 def _run_probe(backbone: str, size: int, pool: int | None, outputs: tuple[str, ...],
-               paths: list[Path]) -> PassTiming:
-    """``feature_pass.time_feature_pass`` in a fresh Python process (see ``_PROBE_SCRIPT``).
+               paths: list[Path]) -> ProbeTiming:
+    """``estimate_probe.time_pass`` in a fresh Python process, as the trainer's worker is (a process that
+    already exported a model or decoded these images would measure a warmer pass than the trainer's).
 
     Raises: ProbeFailed.
     """
-    from ..training.feature_pass import PassTiming
-
     request = json.dumps({"backbone": backbone, "size": size, "pool": pool, "outputs": list(outputs),
                           "paths": [str(p) for p in paths]})
     try:
-        done = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT], input=request, capture_output=True,
-                              text=True, timeout=PROBE_TIMEOUT_S, check=False)
+        done = subprocess.run([sys.executable, "-m", "modelbuilder.portal.estimate_probe"], input=request,
+                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ProbeFailed(f"the probe did not finish: {exc}") from exc
     try:
@@ -320,7 +328,14 @@ def _run_probe(backbone: str, size: int, pool: int | None, outputs: tuple[str, .
         raise ProbeFailed(f"the probe failed: {tail[0]}") from None
     if "error" in answer:
         raise ProbeFailed(str(answer["error"]))
-    return PassTiming(float(answer["overhead_s"]), float(answer["rate"]), int(answer["images"]))
+    return _probe_timing(answer)
+
+
+def _probe_timing(entry: dict[str, Any]) -> ProbeTiming:
+    """Raises: KeyError, TypeError, ValueError for a malformed entry."""
+    return ProbeTiming(setup_s=float(entry["setup_s"]), warmup_s=float(entry["warmup_s"]),
+                       write_s=float(entry["write_s"]), rate=float(entry["rate"]),
+                       images=int(entry["images"]))
 
 
 def _probe_min_missing() -> int:
@@ -340,8 +355,7 @@ def _read_probe(key: str) -> Timing | None:
         entry = json.loads(_probe_cache().read_text(encoding="utf-8")).get(key)
         if not isinstance(entry, dict) or time.time() - float(entry["measured_at"]) > PROBE_MAX_AGE_S:
             return None
-        return Timing(float(entry["overhead_s"]), float(entry["rate"]), int(entry["images"]),
-                      float(entry["measured_at"]), cached=True)
+        return Timing(_probe_timing(entry), float(entry["measured_at"]), cached=True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -353,8 +367,7 @@ def _write_probe(key: str, timing: Timing) -> None:
         entries = entries if isinstance(entries, dict) else {}
     except (OSError, ValueError):
         entries = {}
-    entries[key] = {"overhead_s": timing.overhead_s, "rate": timing.rate, "images": timing.images,
-                    "measured_at": timing.measured_at}
+    entries[key] = {**timing.probe.to_dict(), "measured_at": timing.measured_at}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(entries, indent=1, sort_keys=True))
@@ -366,14 +379,20 @@ def _write_probe(key: str, timing: Timing) -> None:
 SPEED_HISTORY = 20
 
 
-def _measured_speed(session: WorkspaceSession, backbone: str) -> RunSpeed | None:
-    """The feature-pass speed (measured / reference rate) that the newest completed run of this backbone
-    measured on a large enough pass (its plan.json ``speed``; 1.0: it did not measure)."""
+def _measured_speed(session: WorkspaceSession, backbone: str, fingerprint: str | None) -> RunSpeed | None:
+    """The feature-pass speed (measured / reference rate) that the newest completed run of this backbone on
+    the same data (``fingerprint``) measured on a large enough pass (its plan.json ``speed``; 1.0: it did
+    not measure). Runs on other data decoded other images (other sizes, other formats), so their speed
+    says little about these; without a fingerprint no run is used."""
+    if fingerprint is None:
+        return None
     try:
         runs = run_service.list_runs(session, statuses=[RunStatus.COMPLETED], limit=SPEED_HISTORY)
     except ModelBuilderError:
         return None
     for run in runs:
+        if run.dataset_fingerprint != fingerprint:
+            continue
         try:
             path = artifact_service.artifact_path(session, run.id, PLAN_FILE)
             plan = json.loads(path.read_text(encoding="utf-8"))
