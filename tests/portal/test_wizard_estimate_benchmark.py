@@ -1,7 +1,7 @@
 """``benchmarks/estimate_accuracy.py`` runs end to end on the tiny data set (the wizard tests' data), as a
 user runs it: one JSON line with the estimate, the trainer's recorded feature time and their ratio, a summary
-line and the table on stderr. The ratio itself is not asserted: it depends on how loaded the machine is (benchmarks/README.md has the
-measured figures)."""
+line and the table on stderr. The ratio itself is not asserted: it depends on how loaded the machine is
+(benchmarks/README.md has the measured figures)."""
 
 from __future__ import annotations
 
