@@ -1,20 +1,17 @@
 """Backbone features, computed once with onnxruntime and cached by image content.
 
 The cache lives under ``settings.features_cache_dir()/<key>/`` where the key hashes the backbone,
-its weights and the preprocessing. Each folder holds ``chunk-*.npz`` files (``hashes``, ``features``,
-``format_version``); a run adds one chunk for the images it had to compute, so a second run on the
-same data (or the same data plus new images) computes only what is new.
+its weights and the preprocessing; ``feature_cache.FeatureCache`` keeps it as memory-mapped ``.npy``
+chunks. A run adds one chunk for the images it had to compute (written straight from the feature pass
+into the mapped file), so a second run on the same data (or the same data plus new images) computes
+only what is new, and no run holds the cached arrays in its own memory.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import logging
 import os
-import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,87 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from .. import settings
-from ..fileio import atomic_write_bytes
 from ..pipeline.preprocess import PreprocessSpec, normalize, to_uint8
+from .feature_cache import CHUNK_FORMAT_VERSION, ChunkWriter, FeatureCache
 
-logger = logging.getLogger(__name__)
-
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = CHUNK_FORMAT_VERSION
 ProgressFn = Callable[[int, int], None]
 StopFn = Callable[[], bool]
+#: Gives the array an output is written into: (output number, shape of all its rows, dtype) -> array.
+AllocateFn = Callable[[int, tuple[int, ...], type], np.ndarray]
 
 
 def cache_key(backbone: str, weights_id: str, spec: PreprocessSpec) -> str:
     payload = json.dumps({"backbone": backbone, "weights": weights_id, "spec": spec.to_dict(),
                           "v": CACHE_FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-
-class FeatureCache:
-    """Per-image arrays keyed by the image's sha256.
-
-    Chunks stay as loaded (one array each); the index maps a hash to a row of a chunk, so looking
-    rows up never copies them and memory holds each cached value once.
-    """
-
-    def __init__(self, root: Path, dtype: type = np.float32) -> None:
-        self.root = root
-        self.dtype = dtype
-        self._chunks: list[np.ndarray] = []
-        self._index: dict[str, tuple[int, int]] = {}
-        if root.is_dir():
-            for chunk in sorted(root.glob("chunk-*.npz")):
-                try:
-                    with np.load(chunk) as data:
-                        if int(data["format_version"]) != CACHE_FORMAT_VERSION:
-                            continue
-                        self._append(data["hashes"].tolist(), data["features"].astype(dtype, copy=False))
-                except (OSError, ValueError, KeyError) as exc:
-                    logger.warning("Ignoring unreadable feature cache chunk %s: %s", chunk, exc)
-
-    def _append(self, hashes: Sequence[str], values: np.ndarray) -> None:
-        number = len(self._chunks)
-        self._chunks.append(values)
-        for row, image_hash in enumerate(hashes):
-            self._index[image_hash] = (number, row)
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def __contains__(self, image_hash: object) -> bool:
-        return image_hash in self._index
-
-    def get(self, image_hash: str) -> np.ndarray | None:
-        where = self._index.get(image_hash)
-        return None if where is None else self._chunks[where[0]][where[1]]
-
-    def add(self, hashes: Sequence[str], features: np.ndarray) -> None:
-        if not len(hashes):
-            return
-        values: np.ndarray = features.astype(self.dtype, copy=False)
-        buffer = io.BytesIO()
-        np.savez(buffer, hashes=np.asarray(list(hashes)), features=values,
-                 format_version=np.asarray(CACHE_FORMAT_VERSION))
-        atomic_write_bytes(self.root / f"chunk-{int(time.time())}-{uuid.uuid4().hex[:8]}.npz",
-                           buffer.getvalue())
-        self._append(hashes, values)
-
-    def gather(self, hashes: Sequence[str]) -> np.ndarray:
-        """Rows for ``hashes`` (all present) as one array (a copy, unless one chunk holds exactly them)."""
-        if hashes:
-            number, row = self._index[hashes[0]]
-            chunk = self._chunks[number]
-            if row == 0 and len(chunk) == len(hashes) and all(
-                self._index[h] == (number, i) for i, h in enumerate(hashes)
-            ):
-                return chunk  # exactly one chunk in order (a cold cache): no copy
-        first = self.get(hashes[0]) if hashes else None
-        shape = (len(hashes),) + (first.shape if first is not None else ())
-        out: np.ndarray = np.empty(shape, dtype=self.dtype)
-        for position, image_hash in enumerate(hashes):
-            number, row = self._index[image_hash]
-            out[position] = self._chunks[number][row]
-        return out
 
 
 def decode_batches(paths: Sequence[Path], spec: PreprocessSpec, batch_size: int,
@@ -120,15 +50,23 @@ def decode_batches(paths: Sequence[Path], spec: PreprocessSpec, batch_size: int,
         yield np.stack([f.result() for f in current])
 
 
+def _allocate_in_memory(_output: int, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    return np.empty(shape, dtype=dtype)
+
+
 def run_onnx_outputs(session: object, paths: Sequence[Path], spec: PreprocessSpec,
                      output_names: Sequence[str], *, batch_size: int = 16,
                      progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-                     dtypes: Sequence[type] | None = None) -> list[np.ndarray]:
+                     dtypes: Sequence[type] | None = None,
+                     allocate: AllocateFn | None = None) -> list[np.ndarray]:
     """Run an ONNX model over images (decoded in threads, one batch ahead); one array per output.
 
-    Results go straight into preallocated arrays, so peak memory is the outputs themselves.
+    Results go straight into arrays made once the first batch gives their shapes: in memory, or
+    wherever ``allocate`` puts them (the feature cache's memory-mapped chunk files), so the pass itself
+    holds only a batch or two.
     """
     dtypes = dtypes or [np.float32] * len(output_names)
+    allocate = allocate or _allocate_in_memory
     outputs: list[np.ndarray] | None = None
     done = 0
     workers = max(1, min(4, os.cpu_count() or 1))
@@ -138,8 +76,8 @@ def run_onnx_outputs(session: object, paths: Sequence[Path], spec: PreprocessSpe
                 raise InterruptedError("feature extraction stopped")
             results = session.run(list(output_names), {"input1": normalize(batch, spec)})  # type: ignore[attr-defined]
             if outputs is None:
-                outputs = [np.empty((len(paths),) + r.shape[1:], dtype=d) for r, d in zip(results, dtypes,
-                                                                                        strict=True)]
+                outputs = [allocate(number, (len(paths),) + r.shape[1:], d)
+                           for number, (r, d) in enumerate(zip(results, dtypes, strict=True))]
             for target, result in zip(outputs, results, strict=True):
                 target[done:done + len(batch)] = result
             done += len(batch)
@@ -154,7 +92,9 @@ def extract_cached(session: object, paths: Sequence[Path], hashes: Sequence[str]
                    ) -> tuple[dict[str, np.ndarray], int]:
     """Every output in ``caches`` for every image, computing only images missing from a cache.
 
-    Returns ``({output_name: [N, ...] array}, number of images computed)``.
+    New rows are written straight into new cache chunks (memory-mapped files), committed only when
+    the pass completes; a stopped or failed pass leaves no chunk behind. Returns
+    ``({output_name: [N, ...] memory-mapped array}, number of images computed)``.
     """
     names = list(caches)
     missing = [i for i, h in enumerate(hashes) if any(h not in caches[n] for n in names)]
@@ -167,12 +107,21 @@ def extract_cached(session: object, paths: Sequence[Path], hashes: Sequence[str]
     if missing:
         missing_hashes = list(dict.fromkeys(hashes[i] for i in missing))
         first_path = {h: paths[i] for i, h in reversed(list(enumerate(hashes)))}
-        fresh = run_onnx_outputs(session, [first_path[h] for h in missing_hashes], spec, names,
-                                 batch_size=batch_size, progress=report, should_stop=should_stop,
-                                 dtypes=[caches[n].dtype for n in names])
-        for name, values in zip(names, fresh, strict=True):
-            caches[name].add(missing_hashes, values)
-        del fresh
+        writers: list[ChunkWriter] = []
+
+        def into_chunk(number: int, shape: tuple[int, ...], _dtype: type) -> np.ndarray:
+            writers.append(caches[names[number]].writer(missing_hashes, shape[1:]))
+            return writers[-1].values
+
+        try:
+            run_onnx_outputs(session, [first_path[h] for h in missing_hashes], spec, names,
+                             batch_size=batch_size, progress=report, should_stop=should_stop,
+                             dtypes=[caches[n].dtype for n in names], allocate=into_chunk)
+            for writer in writers:
+                writer.commit()
+        finally:
+            for writer in writers:
+                writer.abort()  # a no-op for committed chunks
     elif progress is not None:
         progress(len(hashes), len(hashes))
     return {name: caches[name].gather(hashes) for name in names}, len(missing)

@@ -42,7 +42,8 @@ class TrialOutcome:
 
 @dataclass
 class TrialContext:
-    """Everything a trial may use. Arrays hold training rows first, then validation rows.
+    """Everything a trial may use. Arrays (memory-mapped from the feature cache) hold training rows
+    first, then validation rows.
 
     Attributes:
         planned: this trial's entry of the plan (its budget, batch size, image size).
@@ -79,7 +80,10 @@ class TrialContext:
         return len(self.labels)
 
     def split(self, array: str) -> tuple[np.ndarray, np.ndarray]:
-        """(training rows, validation rows) of a cached array."""
+        """(training rows, validation rows) of a cached array: views of the feature cache's
+        memory-mapped file, not copies. ``torch.from_numpy`` takes them as they are; index a batch of
+        rows to copy that batch (a whole-array ``np.concatenate``, fancy index or ``.float()`` would put
+        every row in this process's memory)."""
         values = self.arrays[array]
         return values[:self.num_train], values[self.num_train:]
 
