@@ -15,6 +15,7 @@ import platform
 import resource
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,81 @@ def peak_rss_mb() -> dict[str, float]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"self": round(own, 1), "largest_child": round(children, 1)}
+
+
+def proc_status_mib(pid: int | str = "self") -> dict[str, float]:
+    """The memory lines of ``/proc/<pid>/status`` (VmRSS, VmHWM, RssAnon, RssFile, ...) in MiB.
+
+    Empty where there is no /proc (not Linux) or the process is gone.
+    """
+    values: dict[str, float] = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return values
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key.startswith(("Vm", "Rss")) and rest.strip().endswith("kB"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values
+
+
+class MemoryMonitor:
+    """Peak RSS and peak anonymous memory (``RssAnon``) of a process, sampled in a background thread.
+
+    RSS counts pages of memory-mapped files, which the OS may drop and read again; ``RssAnon`` counts
+    only the process's own memory (arrays, heaps), which it cannot: that is what grows with the data
+    when arrays are held in RAM instead of mapped from the feature cache. The kernel keeps the peak of
+    RSS (``VmHWM``) but not of ``RssAnon``, so that one is sampled (every ``interval`` seconds; a spike
+    shorter than that can be missed). Sampling another process (``pid``) from here keeps working while
+    that process holds its GIL in a long numpy call.
+    """
+
+    def __init__(self, pid: int | str = "self", interval: float = 0.05) -> None:
+        self.pid, self.interval = pid, interval
+        self.peak: dict[str, float] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-monitor", daemon=True)
+
+    def _sample(self) -> None:
+        values = proc_status_mib(self.pid)
+        if values:
+            self.samples += 1
+            for key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                if key in values:
+                    self.peak[key] = max(self.peak.get(key, 0.0), values[key])
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def start(self) -> MemoryMonitor:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float | int]:
+        """Stop sampling; the peaks in MiB (see ``result``)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._sample()  # the last look (nothing when the process has already exited)
+        return self.result()
+
+    def result(self) -> dict[str, float | int]:
+        """``peak_rss_mib`` (the kernel's VmHWM), ``peak_rss_anon_mib`` and ``peak_rss_file_mib`` (the
+        highest samples) and how many samples they come from."""
+        peak_rss = max(self.peak.get("VmHWM", 0.0), self.peak.get("VmRSS", 0.0))
+        return {"peak_rss_mib": round(peak_rss, 1),
+                "peak_rss_anon_mib": round(self.peak.get("RssAnon", 0.0), 1),
+                "peak_rss_file_mib": round(self.peak.get("RssFile", 0.0), 1), "samples": self.samples}
+
+    def __enter__(self) -> MemoryMonitor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 # ------------------------------------------------------------------------------------- reporter

@@ -25,6 +25,7 @@ from typing import Any
 
 from _common import (
     CACHE_DIR,
+    MemoryMonitor,
     calibrate,
     common_arguments,
     emit,
@@ -62,6 +63,9 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     from modelbuilder.training.config import parse_duration
 
     budget = parse_duration(args.time)
+    # In-process sampling (every 50 ms) of RssAnon: the process's own memory, which mapped feature
+    # cache files do not count in.
+    memory = MemoryMonitor().start()
     started = time.monotonic()
     source = ensure_source(args.source)
     data, train_paths, _ = training_source(source, args.train_limit, args.seed, args.cache_dir)
@@ -81,6 +85,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         "prepare_data_seconds": round(prepare_seconds, 1),
         "result": result,
         "peak_rss_mb": peak_rss_mb(),
+        "memory_mib": memory.stop(),
     }
 
 
@@ -108,6 +113,7 @@ def run_curve(args: argparse.Namespace) -> dict[str, Any]:
                        "strategy": result["strategy"], "train_seconds": result["train_seconds"],
                        "phase_seconds": result["phase_seconds"], "trials": result["trials"],
                        "features": result["features"], "peak_rss_mb": point["peak_rss_mb"],
+                       "memory_mib": point["memory_mib"],
                        "calibration": point["calibration"], "train_images": point["config"]["train_images"],
                        "test_images": point["config"]["test_images"]})
     return {"config": {"curve": args.curve, "train_limit": args.train_limit, "test_limit": args.test_limit,
