@@ -48,9 +48,17 @@ def folded_linear(standardize: Standardize, linear: nn.Linear) -> nn.Linear:
     return folded
 
 
-def _fit_lbfgs(xs: torch.Tensor, y: torch.Tensor, num_classes: int, decay: float,
+def standardized_logits(linear: nn.Linear, standardize: Standardize, x: torch.Tensor) -> torch.Tensor:
+    """``linear(standardize(x))`` without a standardized copy of ``x``: the scaling goes into the
+    weights instead (``x`` is the feature cache's memory-mapped rows; a copy would hold all of them in
+    this process's memory)."""
+    weight = linear.weight / standardize.std
+    return F.linear(x, weight, linear.bias - weight @ standardize.mean)
+
+
+def _fit_lbfgs(x: torch.Tensor, y: torch.Tensor, num_classes: int, decay: float, standardize: Standardize,
                max_iter: int = 150) -> nn.Linear:
-    linear = nn.Linear(xs.shape[1], num_classes)
+    linear = nn.Linear(x.shape[1], num_classes)
     nn.init.zeros_(linear.weight)
     nn.init.zeros_(linear.bias)
     optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
@@ -58,7 +66,8 @@ def _fit_lbfgs(xs: torch.Tensor, y: torch.Tensor, num_classes: int, decay: float
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(linear(xs), y) + decay * linear.weight.pow(2).sum()
+        logits = standardized_logits(linear, standardize, x)
+        loss = F.cross_entropy(logits, y) + decay * linear.weight.pow(2).sum()
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
@@ -90,14 +99,14 @@ def train_linear_head(train_f: np.ndarray, train_y: np.ndarray, val_f: np.ndarra
     x = torch.from_numpy(np.asarray(train_f, dtype=np.float32))
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     standardize = Standardize(mean, std)
-    xs, vs = standardize(x), standardize(torch.from_numpy(np.asarray(val_f, dtype=np.float32)))
+    vx = torch.from_numpy(np.asarray(val_f, dtype=np.float32))
     y, vy = torch.from_numpy(train_y).long(), torch.from_numpy(val_y).long()
-    subset = torch.randperm(len(xs), generator=generator)[:selection_rows] if len(xs) > selection_rows \
+    subset = torch.randperm(len(x), generator=generator)[:selection_rows] if len(x) > selection_rows \
         else None
 
     def score(linear: nn.Linear) -> tuple[float, float, np.ndarray]:
         with torch.no_grad():
-            logits = linear(vs)
+            logits = standardized_logits(linear, standardize, vx)
             return (float((logits.argmax(1) == vy).float().mean()), float(F.cross_entropy(logits, vy)),
                     torch.softmax(logits, 1).numpy())
 
@@ -110,8 +119,8 @@ def train_linear_head(train_f: np.ndarray, train_y: np.ndarray, val_f: np.ndarra
                 break
         elif best is not None and time_limit is not None and time.monotonic() - started > time_limit / 3:
             break
-        fit_x, fit_y = (xs, y) if subset is None else (xs[subset], y[subset])
-        linear = _fit_lbfgs(fit_x, fit_y, num_classes, decay)
+        fit_x, fit_y = (x, y) if subset is None else (x[subset], y[subset])
+        linear = _fit_lbfgs(fit_x, fit_y, num_classes, decay, standardize)
         tried += 1
         acc, loss, probs = score(linear)
         if best is None or (acc, -loss) > (best[0], -best[1]):
@@ -119,7 +128,7 @@ def train_linear_head(train_f: np.ndarray, train_y: np.ndarray, val_f: np.ndarra
     assert best is not None
     acc, _, decay, linear, probs = best
     if subset is not None:
-        linear = _fit_lbfgs(xs, y, num_classes, decay * selection_rows / len(xs))
+        linear = _fit_lbfgs(x, y, num_classes, decay * selection_rows / len(x), standardize)
         acc, _, probs = score(linear)
     return LinearHead(folded_linear(standardize, linear), nn.Sequential(standardize, linear), acc, probs,
                       decay, tried)
