@@ -105,6 +105,13 @@ def train_in_subprocess(args: argparse.Namespace, table: Path, home: Path) -> di
     return summary
 
 
+def log_memory(images: int, summary: dict[str, Any]) -> None:
+    """Each point as it comes (a 60k run takes long; the JSON line comes only at the end)."""
+    memory = summary["memory_mib"]
+    logger.info("scaling: %d images: %.0f s, peak RSS %.0f MiB, peak RssAnon %.0f MiB", images,
+                summary["train_seconds"], memory["peak_rss_mib"], memory["peak_rss_anon_mib"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(not args.quiet)
@@ -126,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             before = calibrate()
             logger.info("scaling: %d images", len(chosen))
             summary = train_in_subprocess(args, table, homes[size])
+            log_memory(len(chosen), summary)
             points.append({"images": len(chosen), **summary, "calibration": before,
                            "seconds_per_1k_images": round(1000 * summary["train_seconds"] / len(chosen), 2)})
         largest = sizes[-1]
@@ -144,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("scaling: rerun on %d + %d new images with the same feature cache", len(base), len(extra))
         rerun = {"images": len(base) + len(extra), "new_images": len(extra),
                  **train_in_subprocess(args, table, homes[largest]), "calibration": before}
+        log_memory(rerun["images"], rerun)
     finally:
         for home in homes.values():
             shutil.rmtree(home, ignore_errors=True)
