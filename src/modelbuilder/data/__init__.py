@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .dataset import DataIssue, Dataset, ImageItem
+from .dataset import DataIssue, Dataset, ImageItem, summarize_issues
 from .detect import is_hidden, sniff_image_format
 from .scan import scan_dataset
 from .split import split_dataset
@@ -15,4 +15,5 @@ __all__ = [
     "scan_dataset",
     "sniff_image_format",
     "split_dataset",
+    "summarize_issues",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import statistics
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,10 @@ ROTATED = "rotated"
 IGNORED = "ignored"
 WARNING = "warning"
 ACTIONS = (SKIPPED, CONVERTED, ROTATED, IGNORED, WARNING)
+#: Issues with these actions are notes, not problems: the file was used, changed as the note says
+#: (converted to RGB, rotated upright). The scan's summary, the run log, the CLI and the portal's data
+#: preview all tell problems from notes by this one rule (``DataIssue.is_note``).
+NOTE_ACTIONS = (CONVERTED, ROTATED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,30 @@ class DataIssue:
     message: str
     action: str
 
+    @property
+    def is_note(self) -> bool:
+        """Informational: the file was used as the note says (see ``NOTE_ACTIONS``); else a problem."""
+        return self.action in NOTE_ACTIONS
+
+
+def summarize_issues(issues: Sequence[DataIssue]) -> str:
+    """One phrase about ``issues`` that keeps problems apart from notes, for logs and terminals:
+    ``"2 problems (1 skipped, 1 ignored); 500 notes (500 converted to RGB)"`` or ``"no problems"``."""
+
+    def counted(group: list[DataIssue], what: str) -> str:
+        actions = Counter(issue.action for issue in group)
+        detail = ", ".join(f"{count} {_ACTION_WORDS.get(action, action)}"
+                           for action, count in sorted(actions.items()))
+        return f"{len(group)} {what}{'s' if len(group) != 1 else ''} ({detail})"
+
+    problems = [issue for issue in issues if not issue.is_note]
+    notes = [issue for issue in issues if issue.is_note]
+    text = counted(problems, "problem") if problems else "no problems"
+    return f"{text}; {counted(notes, 'note')}" if notes else text
+
+
+_ACTION_WORDS = {CONVERTED: "converted to RGB", ROTATED: "rotated upright"}
+
 
 @dataclass
 class Dataset:
@@ -89,6 +118,14 @@ class Dataset:
         """Usable images per label, for every label (in label order)."""
         counter = Counter(item.label for item in self.items)
         return {label: counter.get(label, 0) for label in self.labels}
+
+    def problems(self) -> list[DataIssue]:
+        """The issues that are problems with the data (skipped or ignored files, warnings), not notes."""
+        return [issue for issue in self.issues if not issue.is_note]
+
+    def notes(self) -> list[DataIssue]:
+        """The informational issues: files used after a conversion or rotation (see ``NOTE_ACTIONS``)."""
+        return [issue for issue in self.issues if issue.is_note]
 
     def skipped(self) -> list[DataIssue]:
         """The issues whose file was left out."""

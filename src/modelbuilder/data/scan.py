@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..errors import DatasetError, InvalidParameterError
-from .dataset import SKIPPED, DataIssue, Dataset, ImageItem
+from .dataset import SKIPPED, DataIssue, Dataset, ImageItem, summarize_issues
 from .detect import DOCUMENT_SUFFIXES
 from .probe import MISSING_FILE, NOT_AN_IMAGE, Probe, probe_file, probe_files
 from .sources import FORMAT_HINT, TABLE_SUFFIXES, Listing, list_folder, list_table
@@ -85,14 +85,9 @@ def scan_dataset(
         labels = check_required_labels(what, labels, {item.label for item in items}, list(require_labels))
     issues.sort(key=lambda issue: (issue.path, issue.kind))
     dataset = Dataset(source=root, labels=labels, items=items, issues=issues)
-    logger.info(
-        "Scanned %s: %d images, %d labels, %d issues (%d skipped)",
-        root,
-        len(items),
-        len(labels),
-        len(issues),
-        len(dataset.skipped()),
-    )
+    # Problems apart from notes: 500 greyscale images converted to RGB are not "500 issues".
+    logger.info("Scanned %s: %d images, %d labels, %s", root, len(items), len(labels),
+                summarize_issues(issues))
     return dataset
 
 

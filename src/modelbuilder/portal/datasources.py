@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
-from ..data.dataset import CONVERTED, ROTATED, DataIssue, Dataset
+from ..data.dataset import DataIssue, Dataset
 from ..data.probe import probe_files
 from ..data.scan import check_label_count, list_source, scan_dataset
 from ..data.sources import Listing
@@ -39,7 +39,6 @@ THUMBNAILS_PER_LABEL = 8
 PROBLEM_KINDS_BLOCKING = ("too_few_images",)
 #: Notes about kept images beyond this many are shown as one row per kind.
 MAX_NOTES_LISTED = 5
-_KEPT_ACTIONS = (CONVERTED, ROTATED)
 
 
 @dataclass
@@ -170,12 +169,13 @@ def _unchecked_scan(folder: Path, listing: Listing, labels: list[str]) -> Datase
 
 
 def _problems_of(issues: Sequence[DataIssue]) -> list[Problem]:
-    """One row per problem file; notes about files that were kept (converted to RGB, rotated) are folded
-    into one row per kind when there are many, so 500 greyscale images read as one line, not 500."""
+    """One row per problem file; notes about files that were kept (converted to RGB, rotated: the data
+    package's ``DataIssue.is_note``, the rule the CLI's summary uses too) are folded into one row per kind
+    when there are many, so 500 greyscale images read as one line, not 500."""
     problems: list[Problem] = []
     notes: dict[tuple[str, str], list[DataIssue]] = {}
     for issue in issues:
-        if issue.action in _KEPT_ACTIONS:
+        if issue.is_note:
             notes.setdefault((issue.kind, issue.action), []).append(issue)
         else:
             problems.append(Problem(issue.kind, issue.message, issue.path, None, issue.action))
