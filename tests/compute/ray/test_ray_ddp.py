@@ -17,7 +17,7 @@ from modelbuilder.compute.job import DEFAULT_TRAINING_TARGET
 from modelbuilder.compute.ray.cluster import RayCluster
 from modelbuilder.compute.ray.jobs import FORWARD_ENV, get_job, job_logs, submit
 from modelbuilder.compute.ray.jobspec import RayJobSpec, WorkerPlan, worker_plan
-from modelbuilder.compute.ray.train_workers import MAX_FAILURES_ENV
+from modelbuilder.compute.ray.train_workers import MAX_FAILURES_ENV, worker_failure_cause
 from modelbuilder.compute.sizes import get_size
 from modelbuilder.entities import ProvisioningState, RunStatus
 from modelbuilder.services import open_workspace, runs, submit_training
@@ -47,6 +47,17 @@ def test_a_data_parallel_entrypoint_leaves_the_size_to_its_workers() -> None:
     assert single.entrypoint_resources(size) == (12.0, 2.0)
     assert group.entrypoint_resources(size) == (0.0, 0.0)
     assert RayJobSpec.from_argument(group.to_argument()).worker_plan == WorkerPlan(2, True, 6.0)
+
+
+def test_the_cause_of_a_failed_worker_group_is_the_first_failed_ranks_error_in_one_line() -> None:
+    from ray.train import WorkerGroupError as RayWorkerGroupError
+
+    oom = RuntimeError("CUDA out of memory.\nTraceback (most recent call last):")
+    errors = {3: ValueError("late"), 1: oom}
+    failed = RayWorkerGroupError("rank 1 failed:\nTraceback ...", errors)
+    assert worker_failure_cause(failed) == "rank 1: RuntimeError: CUDA out of memory."
+    assert worker_failure_cause(OSError("Training failed:\nno space left")) == "OSError: no space left"
+    assert len(worker_failure_cause(RuntimeError("x" * 5000))) == 400
 
 
 @pytest.fixture
