@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import shutil
 import threading
 import time
@@ -215,6 +216,22 @@ def test_an_output_that_differs_or_is_missing_fails_the_run_and_records_nothing(
         a.path for a in store.list_artifacts(run_id)
     }
     assert len(client.submitted) == 1  # the node's copy is removed all the same
+
+
+def test_publishing_sweeps_outputs_nobody_fetched_for_a_week(tmp_path: Path) -> None:
+    logs_dir = tmp_path / "node-logs"
+    old, recent = logs_dir / PUBLISH_DIR / "old-run", logs_dir / PUBLISH_DIR / "recent-run"
+    for folder in (old, recent):
+        folder.mkdir(parents=True)
+        (folder / "bestModel.onnx").write_bytes(b"x")
+    week_ago = time.time() - 8 * 24 * 3600
+    os.utime(old, (week_ago, week_ago))
+    result = _job_outputs(tmp_path)
+    transfer = publish_outputs("r2", result.files, node=(NODE_ID, "10.0.0.9", logs_dir))
+    assert not old.exists() and recent.exists()
+    assert transfer.outputs == {"Demo.Model": "folder", "bestModel.onnx": "file", "bestModelMap.json": "file"}
+    published = logs_dir / transfer.root / "Demo.Model" / "assets" / "weights.bin"
+    assert published.read_bytes() == (result.files["Demo.Model"] / "assets" / "weights.bin").read_bytes()
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ its ``result`` event with each file's size and sha256 (``Transfer``). The submit
 raw bytes, streamed, the compute's token in the header), verifies size and sha256 while it writes, and
 only then records the outputs; afterwards it removes the published folder with a one-line Ray job pinned
 to that node. The dashboard serves only files inside its node's log folder, which is why outputs are
-published there; everything goes through the compute's address, as every other request does.
+published there; everything goes through the compute's address, as every other request does. Outputs
+that were never fetched (the submitter gave up) are swept by a later publish after ``STALE_S``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ PUBLISH_DIR = "mb-outputs"
 FETCH_TRIES = 3
 FETCH_RETRY_S = 2.0
 _CHUNK = 1 << 20
+#: Published outputs older than this (seconds) are removed by the next job that publishes on the node.
+STALE_S = 7 * 24 * 3600.0
 
 
 class OutputTransferError(ComputeError):
@@ -126,6 +129,18 @@ def _place(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def _sweep_stale(folder: Path) -> None:
+    """Remove runs' published outputs nobody fetched within ``STALE_S`` (their follower never came back;
+    the clean-up job could not run)."""
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - STALE_S
+    for entry in folder.iterdir():
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+
+
 def publish_outputs(
     run_id: str, files: Mapping[str, Path], node: tuple[str, str, Path] | None = None
 ) -> Transfer:
@@ -137,6 +152,7 @@ def publish_outputs(
     root = f"{PUBLISH_DIR}/{run_id}"
     target_root = logs_dir / root
     shutil.rmtree(target_root, ignore_errors=True)
+    _sweep_stale(logs_dir / PUBLISH_DIR)
     outputs: dict[str, str] = {}
     described: dict[str, dict[str, Any]] = {}
     for name, path in sorted(files.items()):
