@@ -166,13 +166,17 @@ def test_a_replay_reaches_the_same_validation_accuracy(tmp_path: Path) -> None:
     """The first run is bounded by time, the replay by the recorded steps and schedule: every trial's
     validation probabilities agree within float noise."""
     data = make_image_folder(tmp_path / "four", classes=4, per_class=15, size=32)
-    strategies = ("linear", "partial_finetune")  # the loop's own test covers longer, time-cut schedules
+    # The loop's own test covers longer, time-cut schedules; the CNN replays its width and flip choice.
+    strategies = ("linear", "partial_finetune", "scratch_cnn")
+    # The run's clock stands still (a busy machine must not drop a trial here); each trial's loop still
+    # stops at its budget in real seconds, so the recorded steps come from a time-cut run.
     first = run_training(config(data, 10, strategies=strategies), RecordingReporter(), tmp_path / "a",
-                         checkpoint_dir=tmp_path / "ck-a")
+                         checkpoint_dir=tmp_path / "ck-a", clock=Clock(10, now=FakeClock()))
     assert first.plan is not None
     recorded = {t["name"]: t for t in first.plan["trials"] if t["status"] == "completed"}
-    assert {"linear", "partial_finetune"} <= set(recorded)
+    assert set(strategies) <= set(recorded)
     assert recorded["partial_finetune"]["record"]["steps"] > 0
+    assert recorded["scratch_cnn"]["record"]["width"] in WIDTHS
     again = run_training(config(data, 10, strategies=strategies, replay_plan=first.plan), RecordingReporter(),
                          tmp_path / "b", checkpoint_dir=tmp_path / "ck-b")
     assert again.plan is not None and again.plan["replay"]

@@ -123,8 +123,10 @@ class Search:
         if computed:
             images_per_second = computed / max(seconds, 1e-6)
             reporter.metric("feature_images_per_second", images_per_second)
-            plan.feature_rate = round(images_per_second, 1)
-            if computed >= SPEED_SAMPLE and not plan.replay:  # enough images to say how fast we are now
+            # Only enough images say how fast we are now: a pass over a few dozen is mostly start-up,
+            # and the trials' estimates (epochs of the partial fine-tune) would follow its low rate.
+            if computed >= SPEED_SAMPLE and not plan.replay:
+                plan.feature_rate = round(images_per_second, 1)
                 plan.speed = round(images_per_second / feature_rate(spec, plan.feature_size), 3)
         plan.feature_seconds = round(seconds, 2)
         return self._trials(plan, parts, arrays, len(train_items), y_train, y_val, val_items)
