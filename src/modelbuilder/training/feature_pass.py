@@ -124,7 +124,9 @@ def train_limit(plan: Plan, num_items: int, num_val: int, num_labels: int, time_
 
 def extract(plan: Plan, parts: BackboneParts, items: list[ImageItem], needs: set[str], reporter: Reporter,
             tmp: Path) -> tuple[dict[str, np.ndarray], int]:
-    """The cached arrays in ``needs`` for ``items`` (computing only what the cache lacks).
+    """The cached arrays in ``needs`` for ``items`` (computing only what the cache lacks), in the
+    items' order, memory-mapped from the feature cache (see ``feature_cache``): none of them is held
+    in this process's memory, whatever the number of images.
 
     Returns (arrays by name, number of images computed). Raises InterruptedError on cancel.
     """
