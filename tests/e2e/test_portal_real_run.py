@@ -12,19 +12,17 @@ Screenshots are saved under ``test-artifacts/e2e/`` (gitignored).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
-
+import browser
 from factories import load_test_module, make_image_folder
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "test-artifacts" / "e2e"
+SCREENSHOTS = browser.screenshot_folder("e2e")
 WORKSPACE = "e2e-portal-ws"
 LABELS = ["label0", "label1", "label2"]
 #: Long enough that the page is open while the worker trains, even on a slow shared machine.
@@ -32,30 +30,9 @@ TIME_BUDGET_S = 20.0
 STARTING = ("NotStarted", "Queued", "Preparing")
 
 
-def _load_browser_steps() -> ModuleType:
-    return load_test_module("portal/browser_steps.py", "e2e_browser_steps")
+steps: ModuleType = load_test_module("portal/browser_steps.py", "e2e_browser_steps")  # check_run_page
 
-
-steps = _load_browser_steps()
-
-
-def _missing() -> str | None:
-    """Why this test cannot run here, or None."""
-    reason: str | None = steps.browser_missing()
-    if reason is not None:
-        return reason
-    for name in ("torch", "fastapi", "onnxruntime"):
-        if importlib.util.find_spec(name) is None:
-            return f"{name} is not installed (pip install 'modelbuilder[train,portal]')"
-    return None
-
-
-pytestmark = [
-    pytest.mark.portal,
-    pytest.mark.slow,
-    pytest.mark.skipif(_missing() is not None, reason=str(_missing())),
-    pytest.mark.timeout(180),
-]
+pytestmark = browser.real_run_marks(timeout_s=180)
 
 
 class RecordedDigest:
@@ -109,9 +86,9 @@ def test_real_run_live_in_the_portal(tmp_path: Path) -> None:
             # Open the page only once training runs: the browser itself must see Running become Completed.
             reached = _wait_while_starting(run, timeout_s=60)
             assert reached == "Running", f"the run was {reached} before the page was opened"
-            port = steps.free_port()
+            port = browser.free_port()
             app = create_app(WORKSPACE, host="127.0.0.1", port=port)
-            with steps.serve_in_background(app, port) as base_url, steps.chromium_page() as page:
+            with browser.serve_in_background(app, port) as base_url, browser.chromium_page() as page:
                 seen = steps.check_run_page(
                     page,
                     base_url,

@@ -1,7 +1,6 @@
-"""Browser steps on the portal, reusable by other tests (e.g. an end-to-end test with a real training run).
-
-Headless Debian Chromium (``/usr/bin/chromium``) driven by Playwright for Python; ``playwright install``
-is never needed. Typical use::
+"""The portal's own page steps (a run page checked, a run canceled from its page), reusable by other tests
+(e.g. an end-to-end test with a real training run). Starting Chromium and serving the portal for it is
+``tests/browser.py``'s (re-exported here for the tests that import it from this module). Typical use::
 
     with serve_in_background(create_app(ws, port=port), port) as base_url, chromium_page() as page:
         check_run_page(page, base_url, ws, run_id, image=..., labels=..., artifact_sha256=..., ...)
@@ -12,87 +11,24 @@ Load this module by path from another test folder (the test folders are not pack
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    browser_missing,
+    chromium_page,
+    free_port,
+    serve_in_background,
+    wait_for,
+)
+
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "portal"
-
-
-def browser_missing() -> str | None:
-    """Why the browser tests cannot run here, or None when they can."""
-    if not Path(CHROMIUM).exists():
-        return f"{CHROMIUM} is not installed"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install playwright; never 'playwright install')"
-    try:
-        import uvicorn  # noqa: F401
-    except ImportError:
-        return "uvicorn is not installed"
-    return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serve_in_background(app: Any, port: int, timeout_s: float = 15.0) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1:``port`` in a thread; stop it when the block ends."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name=f"portal-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError(f"The portal did not start on 127.0.0.1:{port}")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
-@contextlib.contextmanager
-def chromium_page(width: int = 1280, height: int = 900) -> Iterator[Any]:
-    """A Playwright page in headless Chromium that accepts downloads."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(accept_downloads=True, viewport={"width": width, "height": height})
-            page = context.new_page()
-            page.set_default_timeout(20_000)
-            yield page
-            context.close()
-        finally:
-            browser.close()
-
-
-def wait_for(page: Any, expression: str, timeout_s: float = 20.0, what: str = "") -> None:
-    """Poll ``expression`` (JavaScript) until it is truthy. (``page.wait_for_function`` evaluates strings
-    inside the page, which the portal's Content-Security-Policy rightly forbids.)"""
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Timed out after {timeout_s:g} s waiting for {what or expression}")
-        page.wait_for_timeout(100)
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "SCREENSHOTS", "browser_missing", "cancel_in_page", "check_run_page",
+           "chromium_page", "free_port", "serve_in_background", "status_text", "wait_for"]
 
 
 def status_text(page: Any) -> str:

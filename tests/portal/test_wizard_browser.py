@@ -15,55 +15,29 @@ PyPI cannot be reached for the Web API's venv). Screenshots go to ``$MODELBUILDE
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import sys
 import time
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
 
+import browser
 from factories import load_test_module, make_image_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = "wizard-e2e"
 TIME_BUDGET_S = 15
 
+webapi = load_test_module("codegen/webapi_venv.py", "wizard_webapi_venv")
 
-def _load(relative: str, name: str) -> ModuleType:
-    return load_test_module(relative, name)
-
-
-steps = _load("portal/browser_steps.py", "wizard_browser_steps")
-webapi = _load("codegen/webapi_venv.py", "wizard_webapi_venv")
-
-
-def _missing() -> str | None:
-    reason: str | None = steps.browser_missing()
-    if reason is not None:
-        return reason
-    for name in ("torch", "fastapi", "onnxruntime"):
-        if importlib.util.find_spec(name) is None:
-            return f"{name} is not installed (pip install 'modelbuilder[train,portal]')"
-    return None
-
-
-pytestmark = [
-    pytest.mark.portal,
-    pytest.mark.slow,
-    pytest.mark.skipif(_missing() is not None, reason=str(_missing())),
-    pytest.mark.timeout(600),
-]
+pytestmark = browser.real_run_marks(timeout_s=600)
 
 
 def _screenshots() -> Path:
-    base = Path(os.environ.get("MODELBUILDER_TEST_ARTIFACTS") or ROOT / "test-artifacts")
-    folder = base / "wizard"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = browser.screenshot_folder("wizard")
     print(f"Screenshots of the new-run flow: {folder}")
     return folder
 
@@ -91,9 +65,9 @@ def test_new_run_in_the_browser_to_a_web_api_prediction(tmp_path: Path,
     probe = tmp_path / "shapes" / "label1" / "label1_3.png"
     with Workspace.get_or_create(WORKSPACE):
         pass
-    port = steps.free_port()
+    port = browser.free_port()
     app = create_app(WORKSPACE, host="127.0.0.1", port=port, data_roots=[tmp_path])
-    with steps.serve_in_background(app, port) as base_url, steps.chromium_page() as page:
+    with browser.serve_in_background(app, port) as base_url, browser.chromium_page() as page:
         page.goto(f"{base_url}/workspaces/{WORKSPACE}/new-run")
         page.wait_for_selector("#step-scenario")
         assert "not offered" in page.inner_text("#step-scenario")
@@ -102,9 +76,9 @@ def test_new_run_in_the_browser_to_a_web_api_prediction(tmp_path: Path,
         # Environment: a compute this machine cannot provision ends Failed, shown with both fixes.
         page.click("#create-compute summary")
         page.fill("#compute-name", "x")
-        steps.wait_for(page, "document.getElementById('compute-name-status').textContent.includes('2–16')")
+        browser.wait_for(page, "document.getElementById('compute-name-status').textContent.includes('2–16')")
         page.fill("#compute-name", "gpu-1")
-        steps.wait_for(page, "document.getElementById('compute-name-status').textContent.includes('free')")
+        browser.wait_for(page, "document.getElementById('compute-name-status').textContent.includes('free')")
         page.check("input[name=size][value=Standard_NC12]")
         page.click("#compute-create")
         page.wait_for_selector("tr.compute-failure[data-name=gpu-1] button.fix-delete")
@@ -113,7 +87,7 @@ def test_new_run_in_the_browser_to_a_web_api_prediction(tmp_path: Path,
         page.screenshot(path=str(shots / "2-errored-compute.png"), full_page=True)
         page.click("tr.compute-failure[data-name=gpu-1] button.fix-rename")
         assert page.input_value("#compute-name") == "gpu-1-2"
-        steps.wait_for(page, "document.getElementById('compute-name-status').textContent.includes('free')")
+        browser.wait_for(page, "document.getElementById('compute-name-status').textContent.includes('free')")
         with page.expect_navigation():  # the page reloads once the compute is deleted
             page.click("tr.compute-failure[data-name=gpu-1] button.fix-delete")
         page.wait_for_selector("#compute-message .alert.ok")
@@ -128,7 +102,7 @@ def test_new_run_in_the_browser_to_a_web_api_prediction(tmp_path: Path,
         assert page.inner_text("#preview-source") == "folder:0:shapes"
         # Data, an upload: the zip becomes a dataset; the preview shows labels, thumbnails and the bad file.
         page.set_input_files("#zip-input", str(archive))
-        steps.wait_for(page, "document.getElementById('preview-source').textContent.startsWith('dataset:')",
+        browser.wait_for(page, "document.getElementById('preview-source').textContent.startsWith('dataset:')",
                        what="the preview of the uploaded dataset")
         assert "notes.png" in page.inner_text("#preview-problems")
         assert page.locator("#preview-thumbs .label-strip").count() == 3
@@ -137,7 +111,7 @@ def test_new_run_in_the_browser_to_a_web_api_prediction(tmp_path: Path,
         dataset = page.inner_text("#preview-source")
         # The same images as a folder (the page's folder input): the same content, so the same dataset.
         page.set_input_files("#folder-input", str(tmp_path / "shapes"))
-        steps.wait_for(page,
+        browser.wait_for(page,
                        "document.getElementById('data-message').textContent.includes('uploaded before')",
                        what="the folder upload to be recognised as the same dataset")
         assert page.inner_text("#preview-source") == dataset
@@ -146,7 +120,7 @@ def test_new_run_in_the_browser_to_a_web_api_prediction(tmp_path: Path,
         page.select_option("#architecture", "test_tiny")
         page.fill("#time-budget", str(TIME_BUDGET_S))
         page.click("#estimate-button")
-        steps.wait_for(page, "document.querySelector('#estimate .estimate-features') !== null && "
+        browser.wait_for(page, "document.querySelector('#estimate .estimate-features') !== null && "
                        f"document.querySelector('#estimate').textContent.includes('{TIME_BUDGET_S}s')",
                        timeout_s=90, what="the estimate (the first one imports the trainer's trials)")
         estimate_text = page.inner_text("#estimate")
@@ -159,7 +133,7 @@ def test_new_run_in_the_browser_to_a_web_api_prediction(tmp_path: Path,
         page.click("#start-button")
         page.wait_for_url("**/runs/*", timeout=60_000)
         run_id = page.url.rstrip("/").split("/")[-1]
-        steps.wait_for(page, "document.getElementById('run-status').textContent.trim() === 'Completed'",
+        browser.wait_for(page, "document.getElementById('run-status').textContent.trim() === 'Completed'",
                        timeout_s=TIME_BUDGET_S + 150, what="the run to complete")
         page.wait_for_selector("#consume-link", timeout=30_000)
         page.screenshot(path=str(shots / "5-run-completed.png"), full_page=True)
