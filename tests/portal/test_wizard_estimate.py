@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from portal_fixtures import BASE_URL, PortalWorld, csrf_headers
 from wizard_fixtures import API, image_files, wizard_app, zip_bytes
 
@@ -244,3 +245,36 @@ def test_the_resolution_is_the_one_the_trainer_will_use(world: PortalWorld, monk
     else:
         assert found.resolution == reference.feature_size and found.images == images
     assert found.feature_seconds == pytest.approx(OVERHEAD_S + found.images / found.feature_rate)
+
+
+def test_the_plan_is_made_from_the_trainers_own_data_facts(tmp_path: Path) -> None:
+    """``trainer.data_facts`` on the preview's images: greyscale data has 1 channel (the from-scratch CNN
+    is cheaper then), as the trainer will measure; the counts are the split's."""
+    from modelbuilder.portal.datasources import build_preview
+    from modelbuilder.training.trainer import data_facts
+
+    for number, label in enumerate(("a", "b")):
+        (tmp_path / "grey" / label).mkdir(parents=True)
+        for index in range(4):
+            image = Image.new("L", (30 + index, 20), color=40 * number + index)
+            image.save(tmp_path / "grey" / label / f"{index}.png")
+    preview = build_preview("folder:0:grey", tmp_path / "grey")
+    facts = estimate_module._data_facts(preview, num_train=6, num_val=2)
+    assert facts.channels == 1 and facts.typical_side == 20 and (facts.num_train, facts.num_val) == (6, 2)
+    assert facts.num_labels == 2
+    assert facts.typical_side == data_facts(preview.items, [], preview.labels).typical_side
+
+
+def test_with_every_feature_cached_only_the_export_and_session_remain(
+        world: PortalWorld, probes: list, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[type-arg]
+    """The trainer still exports the model and starts a session, but decodes nothing and writes nothing."""
+    from modelbuilder.portal.datasources import build_preview
+    from modelbuilder.services.workspaces import open_session
+
+    monkeypatch.setattr(estimate_module, "_cached_features", lambda backbone, size, hashes: len(hashes))
+    preview = build_preview("dataset:x", world.data_dir)
+    with open_session(world.workspace) as session:
+        found = estimate_module.estimate_training(session, preview, 60, "test_tiny")
+    assert found.images == 0 and found.cached_images == preview.images
+    assert found.overhead_seconds == pytest.approx(timing().setup_s, abs=1e-3)
+    assert found.feature_seconds == pytest.approx(timing().setup_s, abs=1e-3)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
-from ..data.dataset import DataIssue, Dataset
+from ..data.dataset import DataIssue, Dataset, ImageItem
 from ..data.probe import probe_files
 from ..data.scan import check_label_count, list_source, scan_dataset
 from ..data.sources import Listing
@@ -66,6 +66,7 @@ class Preview:
     typical_size: tuple[int, int] = (0, 0)
     usable: set[str] = field(default_factory=set)  # relative paths a thumbnail may be made of
     hashes: list[str] = field(default_factory=list)  # sha256 of each usable image (feature-cache keys)
+    items: list[ImageItem] = field(default_factory=list)  # the usable images (the estimate's data facts)
 
     @property
     def images(self) -> int:
@@ -215,7 +216,7 @@ def _preview_of(source: str, folder: Path, dataset: Dataset) -> Preview:
             ))
     preview = Preview(source, folder, list(dataset.labels), counts, thumbnails, problems,
                       skipped=len(dataset.skipped()), typical_size=dataset.typical_size(), usable=usable,
-                      hashes=[item.sha256 for item in dataset.items])
+                      hashes=[item.sha256 for item in dataset.items], items=list(dataset.items))
     blocking = [p for p in problems if p.kind in PROBLEM_KINDS_BLOCKING]
     if blocking:
         preview.blocking = " ".join(p.message for p in blocking)

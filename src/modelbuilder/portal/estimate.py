@@ -50,7 +50,7 @@ from .datasources import Preview
 from .estimate_probe import ProbeTiming, sample_paths
 
 if TYPE_CHECKING:
-    from ..training.plan import Plan
+    from ..training.plan import DataFacts, Plan
 
 logger = logging.getLogger(__name__)
 
@@ -139,14 +139,12 @@ def estimate_training(
         WeightsError / BackboneNotFoundError: no backbone can be used (as training would fail).
     """
     from ..training.backbones import get_backbone_spec
-    from ..training.plan import DataFacts, choose_backbone, feature_rate, make_plan
+    from ..training.plan import choose_backbone, feature_rate, make_plan
 
     labels = len(preview.labels)
     images = preview.images
     num_val = _validation_count(images, validation_fraction, labels)
-    facts = DataFacts(num_train=images - num_val, num_val=num_val,
-                      typical_side=min(preview.typical_size) if preview.typical_size[0] else 224,
-                      channels=3, num_labels=labels)
+    facts = _data_facts(preview, images - num_val, num_val)
     backbone = choose_backbone(architecture, None)
     spec = get_backbone_spec(backbone)
     run = _measured_speed(session, backbone, fingerprint)
@@ -184,7 +182,9 @@ def estimate_training(
         if images > limit:
             todo = min(todo, max(labels * 2, limit - num_val) + num_val)
     plan.feature_seconds = todo / plan.feature_rate
-    overhead = timing.overhead_s if timing is not None else None
+    # Nothing to compute (all cached): the trainer still exports and starts a session, but runs no batch
+    # and writes nothing.
+    overhead = None if timing is None else timing.overhead_s if todo else timing.probe.setup_s
     seconds = plan.feature_seconds + (overhead or 0.0)
     plan.feature_seconds = seconds
     estimate = Estimate(backbone, plan.feature_size, todo, round(seconds, 6), budget_s, cached_images=cached,
@@ -194,6 +194,24 @@ def estimate_training(
     _trial_estimates(plan, estimate, budget_s)
     _accuracy_band(session, estimate, fingerprint)
     return estimate
+
+
+def _data_facts(preview: Preview, num_train: int, num_val: int) -> DataFacts:
+    """The plan's facts as the trainer measures them (``trainer.data_facts``: the median shorter side and
+    the usual channel count, e.g. 1 for greyscale, which changes the from-scratch CNN's cost), with the
+    split's counts."""
+    from ..training.plan import DataFacts
+
+    side = min(preview.typical_size) if preview.typical_size[0] else 224
+    fallback = DataFacts(num_train, num_val, side, 3, len(preview.labels))
+    if not preview.items:
+        return fallback
+    try:
+        from ..training.trainer import data_facts
+    except ImportError:  # without torch nothing is trained here: the preview's median size will do
+        return fallback
+    measured = data_facts(preview.items, [], preview.labels)
+    return dataclasses.replace(measured, num_train=num_train, num_val=num_val)
 
 
 def _method(plan: Plan, run: RunSpeed | None, timing: Timing | None, why_not: str,
