@@ -30,6 +30,9 @@ def test_fastai_plan_fine_tunes_whole_epochs_when_they_fit(bench: dict[str, Modu
     assert plan["freeze_epochs"] == 1 and plan["fraction"] == 1.0
     assert plan["epochs"] == int((100 - (10 + valid)) // (10 + valid))  # 8 whole-network epochs
     assert plan["estimated_seconds"] <= 100
+    # Starting DataLoader workers twice an epoch costs fixed seconds: fewer epochs fit.
+    slower = bench["fastai"]._plan(100.0, 1000, 250, 50, 0.5, 0.5, epoch_overhead=5.0)
+    assert slower["epochs"] == int((100 - (15 + valid)) // (15 + valid)) < plan["epochs"]
 
 
 def test_fastai_plan_takes_a_fraction_of_one_epoch_when_two_do_not_fit(bench: dict[str, ModuleType]) -> None:
