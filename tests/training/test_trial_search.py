@@ -29,7 +29,9 @@ from modelbuilder.training.trials.ensemble import Ensemble, best_ensemble  # noq
 from modelbuilder.training.trials.partial import PartialFinetuneTrial  # noqa: E402
 from modelbuilder.training.trials.scratch import (  # noqa: E402
     WIDTHS,
+    ChannelMean,
     choose_width,
+    compact_cnn,
     epoch_seconds,
     training_rate,
 )
@@ -267,3 +269,13 @@ def test_flip_averaging_is_kept_only_when_it_pays_and_exports(tmp_path: Path) ->
     model(torch.from_numpy(sample))
     path = export_onnx(model, 8, tmp_path / "flip.onnx")
     check_parity(model, path, sample)
+
+
+def test_the_grey_cnn_with_its_grid_head_exports_for_every_small_size(tmp_path: Path) -> None:
+    for size in (28, 32, 12):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.AvgPool2d(2), ChannelMean(), compact_cnn(3, 16, in_channels=1, size=size))
+        model.eval()
+        sample = np.random.default_rng(size).standard_normal((2, 3, 2 * size, 2 * size)).astype(np.float32)
+        assert model(torch.from_numpy(sample)).shape == (2, 3)
+        check_parity(model, export_onnx(model, 2 * size, tmp_path / f"cnn{size}.onnx"), sample)
