@@ -123,13 +123,72 @@ def train(folder: Path, budget_s: float, architecture: str, seed: int, work: Pat
     subprocess.run(command, check=True, env=os.environ.copy(), stdout=subprocess.DEVNULL)
     plan: dict[str, Any] = json.loads((work / "plan.json").read_text(encoding="utf-8"))
     plan["run_seconds"] = round(time.monotonic() - started, 1)
+    plan["parts"] = json.loads((work / PARTS_FILE).read_text(encoding="utf-8"))
     return plan
+
+
+#: Where the training subprocess writes how its feature pass spent its time (export, session, batches).
+PARTS_FILE = "feature-parts.json"
+
+
+def _timed_parts(work: Path) -> None:
+    """Time the trainer's own export, session start and feature pass (wrapping the functions that
+    ``feature_pass.extract`` calls), so that each case shows which part an estimate missed; written to
+    ``work/PARTS_FILE`` when the pass ends."""
+    from modelbuilder.training import feature_pass, features
+
+    parts: dict[str, float] = {}
+
+    def timed(name: str, function: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                parts[name] = round(parts.get(name, 0.0) + time.monotonic() - started, 4)
+        return call
+
+    real_run = features.run_onnx_outputs
+
+    def batches(*args: Any, **kwargs: Any) -> Any:
+        marks: list[tuple[int, float]] = []
+        progress = kwargs.get("progress")
+
+        def mark(done: int, total: int) -> None:
+            marks.append((done, time.monotonic()))
+            if progress is not None:
+                progress(done, total)
+
+        started = time.monotonic()
+        result = real_run(*args, **{**kwargs, "progress": mark})
+        if marks:
+            parts["first_batch_s"] = round(marks[0][1] - started, 4)
+            steady = marks[-1][0] - marks[0][0]
+            if steady:
+                parts["steady_rate"] = round(steady / max(marks[-1][1] - marks[0][1], 1e-6), 2)
+            parts["batches_s"] = round(marks[-1][1] - started, 4)
+        return result
+
+    def extract(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        result = real_extract(*args, **kwargs)
+        parts["extract_s"] = round(time.monotonic() - started, 4)
+        (work / PARTS_FILE).write_text(json.dumps(parts), encoding="utf-8")
+        return result
+
+    feature_pass.export_onnx = timed("export_s", feature_pass.export_onnx)
+    feature_pass.ort_session = timed("session_s", feature_pass.ort_session)
+    features.run_onnx_outputs = batches
+    real_extract = feature_pass.extract_cached
+    feature_pass.extract_cached = extract
 
 
 def _train_here(args: argparse.Namespace) -> None:
     from modelbuilder.training.config import TrainingConfig
     from modelbuilder.training.reporter import RecordingReporter
     from modelbuilder.training.trainer import run_training
+
+    _timed_parts(args.work)
 
     class StopAfterFeatures(RecordingReporter):
         """Asks the run to stop once every image has its features (before the first trial)."""
@@ -173,6 +232,7 @@ def measure(name: str, seed: int) -> dict[str, Any]:
         "ratio": None if ratio is None else round(ratio, 3),
         "within_35": ratio is not None and abs(ratio - 1) <= WITHIN,
         "estimate_overhead_seconds": found["overhead_seconds"], "estimate_rate": found["feature_rate"],
+        "estimate_parts": found["overhead_parts"], "actual_parts": plan["parts"],
         "actual_rate_incl_overhead": plan.get("feature_rate"), "speed_source": found["speed_source"],
         "estimate_call_seconds": round(probe_s, 2), "repeat_estimate_call_seconds": round(repeat_s, 3),
         "feature_method": found["feature_method"], "run_seconds": plan["run_seconds"],

@@ -74,6 +74,7 @@ class Estimate:
     feature_method: str = ""
     feature_rate: float = 0.0  # images/s expected for the pass itself
     overhead_seconds: float | None = None  # export + session start (None: not known, not included)
+    overhead_parts: dict[str, float] | None = None  # the probe's setup_s, warmup_s and write_s
     speed_source: str = "reference"  # probe | probe_cached | run | reference
     trials: list[dict[str, Any]] = field(default_factory=list)
     trials_note: str | None = None
@@ -190,6 +191,10 @@ def estimate_training(
     estimate = Estimate(backbone, plan.feature_size, todo, round(seconds, 6), budget_s, cached_images=cached,
                         validation_images=num_val, feature_rate=round(plan.feature_rate, 3),
                         overhead_seconds=None if overhead is None else round(overhead, 3))
+    if timing is not None:
+        estimate.overhead_parts = {"setup_s": round(timing.probe.setup_s, 3),
+                                   "warmup_s": round(timing.probe.warmup_s, 3) if todo else 0.0,
+                                   "write_s": round(timing.probe.write_s, 3) if todo else 0.0}
     estimate.speed_source, estimate.feature_method = _method(plan, used_run, timing, why_not, cached)
     _trial_estimates(plan, estimate, budget_s)
     _accuracy_band(session, estimate, fingerprint)

@@ -8,10 +8,11 @@ each cached array once. So the probe separates what a pass pays once from what i
 - ``setup_s``: export + session start (grows with the backbone and resolution, not with the data);
 - ``warmup_s``: the first batch's excess over a steady batch (the thread pool, the first decode that
   nothing overlaps, onnxruntime's first run);
-- ``write_s``: writing the cached arrays after the last batch;
+- ``write_s``: the fixed part of committing the cached arrays after the last batch (a pass writes once;
+  the part that grows with the rows is in the rate: two calls of different sizes separate the two);
 - ``rate``: images/s between the first and the last batch of a timed call, long enough (about
-  ``TARGET_SECONDS``) that one busy moment of a shared machine does not decide it. Writes are not in it:
-  a pass writes once, so a rate that included a write per probe call overstated the per-image cost.
+  ``TARGET_SECONDS``) that one busy moment of a shared machine does not decide it, plus each image's share
+  of the write.
 
 Decoding is part of the rate, so the images must be like the data's: the caller passes a sample spread
 over the data's file sizes (``sample_paths``), since decoding cost grows with the source's pixels, not
@@ -131,14 +132,19 @@ def time_pass(backbone: str, size: int, pool: int | None, outputs: tuple[str, ..
     def caches(name: str) -> dict[str, object]:
         return {out: FeatureCache(tmp / f"{name}-{out}", DTYPES[out]) for out in outputs}
 
-    first_s, _, _, _ = _timed_call(session, paths, BATCH, 0, spec, caches("warm"))
+    first_s, _, first_write_s, _ = _timed_call(session, paths, BATCH, 0, spec, caches("warm"))
     # How many images fill about TARGET_SECONDS, judged by the first (slowest) batch; one more batch for
     # the call's own first batch, which the rate leaves out.
     fits = int(TARGET_SECONDS / max(first_s / BATCH, 1e-6))
     count = min(MAX_TIMED, max(MIN_TIMED, fits // BATCH * BATCH)) + BATCH
     _, rate, write_s, timed = _timed_call(session, paths, count, BATCH, spec, caches("timed"))
+    # The write of BATCH rows and of count rows: a fixed part (the first call's, as the trainer's one
+    # write is its process's first) and a part per row, which joins the per-image cost.
+    per_row = max(0.0, (write_s - first_write_s) / (count - BATCH))
+    fixed_write = max(0.0, first_write_s - BATCH * per_row)
     warmup_s = max(0.0, first_s - BATCH / rate)
-    return ProbeTiming(setup_s=setup_s, warmup_s=warmup_s, write_s=write_s, rate=rate, images=timed)
+    return ProbeTiming(setup_s=setup_s, warmup_s=warmup_s, write_s=fixed_write,
+                       rate=1.0 / (1.0 / rate + per_row), images=timed)
 
 
 def main() -> None:
