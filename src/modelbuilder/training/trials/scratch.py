@@ -41,6 +41,11 @@ _RGB_COST = 1.2
 #: Scoring the validation split after each epoch runs about 3x faster than training (no backward pass).
 _EVAL_SPEEDUP = 3.0
 TARGET_EPOCHS = 10
+#: Shift+flip augmentation only when the network sees each image more often than this: within ~10
+#: epochs it only slows learning down (48k 28x28 images, width 16, 10 epochs: test accuracy after 5
+#: epochs 86.8% with it, 88.6% without), with few images and many epochs it keeps the CNN from
+#: memorising them.
+AUGMENT_EPOCHS = 20
 _MIN_TRIAL_SECONDS = 3.0
 #: It needs a few epochs to beat the pretrained trials; more than this is never required to try it.
 _MIN_EPOCHS, _MAX_MIN_SECONDS = 5, 15.0
@@ -166,9 +171,10 @@ class ScratchCNNTrial:
                              image_size=plan.feature_size // plan.scratch_pool)
 
     def run(self, ctx: TrialContext) -> TrialOutcome:
-        """Train ``compact_cnn`` on the input average-pooled by the plan's ``scratch_pool`` with
-        shift+flip augmentation. The exported model starts with the same pooling, so it takes the same
-        input as the backbone trials and can be ensembled with them in one graph."""
+        """Train ``compact_cnn`` on the input average-pooled by the plan's ``scratch_pool`` (with
+        shift+flip augmentation when it sees the images many times). The exported model starts with
+        the same pooling, so it takes the same input as the backbone trials and can be ensembled with
+        them in one graph."""
         plan = ctx.plan
         grey = plan.data.channels == 1
         in_channels = 1 if grey else 3
@@ -191,12 +197,14 @@ class ScratchCNNTrial:
             ctx.planned.epochs = round(ctx.planned.budget_s / epoch, 2)
             ctx.reporter.log(f"{self.name}: width {width}, {epoch:.1f}s per epoch measured, "
                              f"~{ctx.planned.epochs:.1f} epochs in {ctx.planned.budget_s:.0f}s")
+        augment = (bool(ctx.replay.get("augment", True)) if ctx.replay is not None
+                   else ctx.planned.epochs > AUGMENT_EPOCHS)
         torch.manual_seed(ctx.seed)
         cnn = compact_cnn(ctx.num_classes, width, in_channels=in_channels, size=size)
         net = nn.Sequential(ChannelMean(), cnn) if grey else cnn
         data = LoopData(torch.from_numpy(train_x), torch.from_numpy(ctx.y_train).long(),
                         torch.from_numpy(val_x), torch.from_numpy(ctx.y_val).long(),
-                        augment=shift_flip_augment(max(1, size // 8)))
+                        augment=shift_flip_augment(max(1, size // 8)) if augment else None)
         config = ctx.loop_config(lr=LR, weight_decay=5e-4, batch_size=BATCH_SIZE, patience=8)
         result = fit_classifier(net, data, config, ctx.reporter, ctx.strategy)
         probs, accuracy = result.val_probabilities, result.val_accuracy
@@ -218,6 +226,7 @@ class ScratchCNNTrial:
         return TrialOutcome(self.name, "scratch_cnn", "compact_cnn", ctx.feature_spec, model, accuracy,
                             probs, result.seconds, result.canceled,
                             {"epochs": result.epochs, "lr": LR, "width": width, "cnn_size": size,
-                             "grey_input": grey, "flip_average": use_flip,
+                             "grey_input": grey, "flip_average": use_flip, "augment": augment,
                              "image_size": ctx.feature_spec.crop_size},
-                            record={**loop_record(result), "width": width, "flip_average": use_flip})
+                            record={**loop_record(result), "width": width, "flip_average": use_flip,
+                                    "augment": augment})
