@@ -42,8 +42,8 @@ _RGB_COST = 1.2
 _EVAL_SPEEDUP = 3.0
 TARGET_EPOCHS = 10
 #: Shift+flip augmentation only when the network sees each image more often than this: within ~10
-#: epochs it only slows learning down (48k 28x28 images, width 16, 10 epochs: test accuracy after 5
-#: epochs 86.8% with it, 88.6% without), with few images and many epochs it keeps the CNN from
+#: epochs it only slows learning down (48k 28x28 images, width 16, global-average head, 10 epochs:
+#: 88.9% test accuracy with it, 90.6% without); with few images and many epochs it keeps the CNN from
 #: memorising them.
 AUGMENT_EPOCHS = 20
 _MIN_TRIAL_SECONDS = 3.0
@@ -60,7 +60,8 @@ class ChannelMean(nn.Module):
 
 #: The head sees the last feature map pooled to this grid, not one global average: where a feature
 #: is (collar at the top, sole at the bottom) tells small images apart, and a global average has to
-#: relearn it. Measured on 48k 28x28 images, width 16, first epoch: 86.3% test accuracy against 83.2%.
+#: relearn it. Measured on 48k 28x28 images (official test set, width 16, 10 epochs, no augmentation):
+#: 92.0% test accuracy against 90.6%.
 HEAD_GRID = 3
 
 
