@@ -33,6 +33,7 @@ from modelbuilder.training.trials.scratch import (  # noqa: E402
     choose_width,
     compact_cnn,
     epoch_seconds,
+    target_epochs,
     training_rate,
 )
 from modelbuilder.training.trials.tta import FlipAverage, flip_pays  # noqa: E402
@@ -208,6 +209,11 @@ def test_the_scratch_cnn_is_sized_from_the_time_it_gets_and_the_measured_speed()
     slow = dataclasses.replace(plan, speed=plan.speed / 3)  # a busy machine: a narrower network
     assert choose_width(slow, 1_200.0) < chosen
     assert training_rate(small_plan(48_000, 600.0, channels=3), chosen) < training_rate(plan, chosen)
+    # Few images: it is sized for many more passes (enough optimizer steps), so it stays narrow.
+    assert target_epochs(48_000) == 10 and target_epochs(1_600) == pytest.approx(80)
+    few = small_plan(1_600, 180.0)
+    assert 10 * epoch_seconds(few, WIDTHS[-1]) < 50.0  # ten epochs of the widest would fit, yet:
+    assert choose_width(few, 50.0) == WIDTHS[0]
 
 
 def test_the_partial_fine_tune_runs_only_when_it_buys_three_epochs_next_to_the_cnn() -> None:

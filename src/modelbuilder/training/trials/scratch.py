@@ -41,6 +41,10 @@ _RGB_COST = 1.2
 #: Scoring the validation split after each epoch runs about 3x faster than training (no backward pass).
 _EVAL_SPEEDUP = 3.0
 TARGET_EPOCHS = 10
+#: ... and at least this many optimizer steps: 1,600 images make 13 steps an epoch, and ten epochs of
+#: them would leave the network barely trained; a narrower one that sees them ~80 times (augmented,
+#: see AUGMENT_EPOCHS) learns them.
+TARGET_STEPS = 1000
 #: Shift+flip augmentation only when the network sees each image more often than this: within ~10
 #: epochs it only slows learning down (48k 28x28 images, width 16, global-average head, 10 epochs:
 #: 88.9% test accuracy with it, 90.6% without); with few images and many epochs it keeps the CNN from
@@ -110,9 +114,15 @@ def epoch_seconds(plan: Plan, width: int) -> float:
     return (plan.num_train + plan.data.num_val / _EVAL_SPEEDUP) / training_rate(plan, width)
 
 
+def target_epochs(num_train: int) -> float:
+    """Passes over the data the width is chosen for: ``TARGET_EPOCHS``, more for few images."""
+    return max(TARGET_EPOCHS, TARGET_STEPS * BATCH_SIZE / max(1, num_train))
+
+
 def choose_width(plan: Plan, seconds: float) -> int:
-    """The widest network that still gets ``TARGET_EPOCHS`` passes in ``seconds`` (else the narrowest)."""
-    fitting = [w for w in WIDTHS if TARGET_EPOCHS * epoch_seconds(plan, w) <= seconds]
+    """The widest network that still gets ``target_epochs`` passes in ``seconds`` (else the narrowest)."""
+    passes = target_epochs(plan.num_train)
+    fitting = [w for w in WIDTHS if passes * epoch_seconds(plan, w) <= seconds]
     return fitting[-1] if fitting else WIDTHS[0]
 
 
@@ -139,9 +149,10 @@ def _timed_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, strategy: De
 
 def measured_width(ctx: TrialContext, x: torch.Tensor, y: torch.Tensor, in_channels: int,
                    budget: float) -> tuple[int, float]:
-    """The widest network whose timed rate gives ``TARGET_EPOCHS`` passes in ``budget`` seconds (else
+    """The widest network whose timed rate gives ``target_epochs`` passes in ``budget`` seconds (else
     the narrowest): (width, its seconds per epoch). Widths are timed narrowest first, until one misses."""
     images = ctx.num_train + (len(ctx.y_val) / _EVAL_SPEEDUP)
+    passes = target_epochs(ctx.num_train)
     started = time.monotonic()
     chosen: tuple[int, float] | None = None
     for width in WIDTHS:
@@ -149,10 +160,10 @@ def measured_width(ctx: TrialContext, x: torch.Tensor, y: torch.Tensor, in_chann
         rate = _timed_rate(compact_cnn(ctx.num_classes, width, in_channels, x.shape[-1]), x, y,
                            ctx.strategy)
         epoch = images / rate
-        if chosen is not None and TARGET_EPOCHS * epoch > budget:
+        if chosen is not None and passes * epoch > budget:
             break
         chosen = (width, epoch)
-        if TARGET_EPOCHS * epoch > budget or time.monotonic() - started > _PROBE_SHARE * budget:
+        if passes * epoch > budget or time.monotonic() - started > _PROBE_SHARE * budget:
             break
     assert chosen is not None
     return chosen
@@ -211,7 +222,8 @@ class ScratchCNNTrial:
         probs, accuracy = result.val_probabilities, result.val_accuracy
         recorded_flip = ctx.replay is not None and bool(ctx.replay.get("flip_average"))
         use_flip = False
-        if len(val_x) and (ctx.replay is None or recorded_flip):
+        # Only a network trained on mirrored images gains from averaging over them (see tta).
+        if len(val_x) and ((ctx.replay is None and augment) or recorded_flip):
             flipped, _ = predict_probabilities(net, data.val_x.flip(-1), data.to_input)
             if ctx.replay is None:
                 use_flip, probs, accuracy = flip_pays(probs, flipped, ctx.y_val, accuracy)
