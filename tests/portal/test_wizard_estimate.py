@@ -150,9 +150,38 @@ def test_the_real_probe_times_the_trainers_pass_without_filling_the_feature_cach
     assert timed.overhead_s == pytest.approx(timed.setup_s + timed.warmup_s + timed.write_s)
     # The timed call cycles the 6 images; its first batch is left out of the rate.
     assert timed.images % estimate_probe.BATCH == 0
-    assert estimate_probe.MIN_TIMED <= timed.images <= estimate_probe.MAX_TIMED
+    assert estimate_probe.MIN_TIMED <= timed.images <= estimate_probe.TIMED_CALLS * estimate_probe.MAX_TIMED
     spec = get_backbone_spec("test_tiny").preprocessing(32)
     assert len(feature_cache_for("test_tiny", "random", spec, "features")) == 0
+
+
+@pytest.mark.parametrize("rate, calls", [(100.0, 1), (10_000.0, 3)])
+def test_the_probe_times_about_target_seconds_of_steady_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rate: float, calls: int) -> None:
+    """A slow machine fills TARGET_SECONDS with one call; a fast one needs more (each call is capped), and
+    the write is split into a fixed part and a part per row from the first call's and the last call's."""
+    from factories import make_image_folder
+
+    made: list[int] = []
+
+    def fake(session: object, paths: list[Path], count: int, start: int, spec: object,
+             caches: dict[str, object]) -> tuple[float, float, float, int]:
+        made.append(count)
+        write = 0.1 + 0.001 * count  # 0.1 s fixed, 1 ms a row
+        return estimate_probe.BATCH / rate, rate, write, count - estimate_probe.BATCH
+
+    monkeypatch.setattr(estimate_probe, "_timed_call", fake)
+    paths = sorted(make_image_folder(tmp_path / "data", classes=2, per_class=2, size=24).rglob("*.png"))
+    timed = estimate_probe.time_pass("test_tiny", 32, None, ("features",), paths, tmp_path)
+    assert made[0] == estimate_probe.BATCH and len(made) == 1 + calls
+    assert timed.images == sum(made[1:]) - calls * estimate_probe.BATCH
+    if calls == 1:
+        one_batch = estimate_probe.BATCH / rate
+        assert timed.images / rate == pytest.approx(estimate_probe.TARGET_SECONDS, abs=one_batch)
+    else:
+        assert all(count == estimate_probe.MAX_TIMED + estimate_probe.BATCH for count in made[1:])
+    assert timed.write_s == pytest.approx(0.1) and timed.warmup_s == pytest.approx(0.0)
+    assert 1 / timed.rate == pytest.approx(1 / rate + 0.001)
 
 
 def test_the_probe_decodes_a_sample_spread_over_the_file_sizes(tmp_path: Path) -> None:

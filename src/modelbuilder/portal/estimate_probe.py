@@ -37,8 +37,10 @@ from pathlib import Path
 BATCH = 16
 #: The timed call lasts about this long (fewer images on a slow machine, more on a fast one) ...
 TARGET_SECONDS = 1.5
-#: ... within these bounds (images, multiples of BATCH).
-MIN_TIMED, MAX_TIMED = 3 * BATCH, 32 * BATCH
+#: ... each call within these bounds (images, multiples of BATCH).
+MIN_TIMED, MAX_TIMED = 3 * BATCH, 128 * BATCH
+#: At most this many timed calls (each one sized to fill the rest of TARGET_SECONDS).
+TIMED_CALLS = 3
 #: Images of the data the probe decodes (it cycles through them).
 SAMPLE_SIZE = 64
 #: Files looked at (their sizes) to choose the sample; an evenly spaced subset of bigger data.
@@ -133,14 +135,24 @@ def time_pass(backbone: str, size: int, pool: int | None, outputs: tuple[str, ..
         return {out: FeatureCache(tmp / f"{name}-{out}", DTYPES[out]) for out in outputs}
 
     first_s, _, first_write_s, _ = _timed_call(session, paths, BATCH, 0, spec, caches("warm"))
-    # How many images fill about TARGET_SECONDS, judged by the first (slowest) batch; one more batch for
-    # the call's own first batch, which the rate leaves out.
-    fits = int(TARGET_SECONDS / max(first_s / BATCH, 1e-6))
-    count = min(MAX_TIMED, max(MIN_TIMED, fits // BATCH * BATCH)) + BATCH
-    _, rate, write_s, timed = _timed_call(session, paths, count, BATCH, spec, caches("timed"))
-    # The write of BATCH rows and of count rows: a fixed part (the first call's, as the trainer's one
-    # write is its process's first) and a part per row, which joins the per-image cost.
-    per_row = max(0.0, (write_s - first_write_s) / (count - BATCH))
+    # Timed calls until about TARGET_SECONDS of steady batches (at most TIMED_CALLS): each is sized by the
+    # rate seen so far (the first by the first, slowest batch), plus one batch for the call's own first
+    # batch, which the rate leaves out. A short window is one busy (or idle) moment of a shared machine.
+    timed, steady_s, start, rate = 0, 0.0, BATCH, BATCH / max(first_s, 1e-6)
+    count, write_s = BATCH, first_write_s
+    for call in range(TIMED_CALLS):
+        fits = int(rate * (TARGET_SECONDS - steady_s))
+        if call and fits < MIN_TIMED:
+            break
+        count = min(MAX_TIMED, max(MIN_TIMED, fits // BATCH * BATCH)) + BATCH
+        _, call_rate, write_s, images = _timed_call(session, paths, count, start, spec, caches(f"t{call}"))
+        start += count
+        timed += images
+        steady_s += images / call_rate
+        rate = timed / steady_s
+    # The write of BATCH rows and of the last call's rows: a fixed part (the first call's, as the trainer's
+    # one write is its process's first) and a part per row, which joins the per-image cost.
+    per_row = max(0.0, (write_s - first_write_s) / max(count - BATCH, 1))
     fixed_write = max(0.0, first_write_s - BATCH * per_row)
     warmup_s = max(0.0, first_s - BATCH / rate)
     return ProbeTiming(setup_s=setup_s, warmup_s=warmup_s, write_s=fixed_write,
