@@ -13,7 +13,9 @@ pass still runs through the body because fastai keeps BatchNorm trainable, is ta
   fraction of an epoch that fits (a seeded random part of the training images), as in issue 10's
   reference run (0.84 of an epoch of the 60k Fashion-MNIST images at 64 px).
 
-A callback stops training when the budget is spent anyway (a machine that gets busier mid-run).
+A callback keeps the fit inside the budget when the machine gets busier mid-run: before each
+epoch it shortens the one-cycle schedule to the epochs that still fit (so the learning rate still
+anneals), and it stops after any batch past the deadline.
 
 fastai runs in a child process (``python _baselines_fastai.py SPEC OUT``): it patches torch and
 pathlib classes on import and starts DataLoader workers, neither of which should touch the other
@@ -220,10 +222,32 @@ def _child(spec_file: Path, out_file: Path) -> None:
             return max(0.0, self.marks[1] - self.marks[0] - self.step_seconds())
 
     class Budget(Callback):
+        """Keeps a fit inside the budget on a machine whose speed changes mid-run (a busy minute is
+        2-5x slower than the probe saw): before each epoch, the one-cycle schedule is shortened to
+        the epochs that still fit at the speed measured so far (fastai reads ``n_epoch`` live, so
+        the learning rate still anneals to its end); a hard stop after a batch past the deadline."""
+
         order = 99
 
         def __init__(self) -> None:
-            self.stopped = False
+            self.stopped, self.shortened_to, self.fit_started = False, None, time.monotonic()
+
+        def before_fit(self) -> None:
+            self.fit_started = time.monotonic()
+
+        def before_epoch(self) -> None:
+            if self.epoch >= self.learn.n_epoch:  # fit's loop runs range(the n_epoch it started with)
+                raise CancelFitException()
+            if self.epoch == 0 or self.learn.n_epoch <= 1:
+                return
+            now = time.monotonic()
+            per_epoch = (now - self.fit_started) / self.epoch
+            fits = self.epoch + int((deadline - now) // per_epoch)
+            if fits < self.learn.n_epoch:
+                # At least this epoch: it runs the rest of the schedule (the hard stop may cut its end).
+                self.learn.n_epoch = self.shortened_to = max(self.epoch + 1, fits)
+                print(f"fastai: behind the plan, one-cycle shortened to {self.shortened_to} epochs",
+                      flush=True)
 
         def after_batch(self) -> None:
             if time.monotonic() > deadline:
@@ -266,7 +290,7 @@ def _child(spec_file: Path, out_file: Path) -> None:
         "image_size": size, "batch_size": batch_size, "train_images": n_train, "valid_images": n_valid,
         "plan": plan, "probe_step_seconds": {k: round(v, 3) for k, v in step_seconds.items()},
         "epoch_overhead_seconds": round(epoch_overhead, 2),
-        "stopped_by_budget": budget.stopped,
+        "stopped_by_budget": budget.stopped, "shortened_to_epochs": budget.shortened_to,
         "valid_accuracy": None if valid_accuracy is None else round(valid_accuracy, 4),
         "fastai": __import__("fastai").__version__,
     }))
