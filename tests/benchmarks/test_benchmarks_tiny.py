@@ -57,6 +57,8 @@ def test_fashion_mnist_trains_and_tests_through_mlmodel_zip(tmp_path: Path, tiny
     assert {"scanning", "features", "trial:linear", "export"} <= set(result["phase_seconds"])
     assert result["features"]["computed"] == 240 and result["features"]["from_cache"] == 0
     assert record["peak_rss_mb"]["self"] > 100
+    memory = record["memory_mib"]  # sampled in the process: RssAnon is part of RSS
+    assert 50 < memory["peak_rss_anon_mib"] <= memory["peak_rss_mib"] and memory["samples"] >= 2
     assert record["calibration"]["before"]["matmul_gflops"] > 0
     # The cold feature cache and the run's outputs are cleaned up; the PNG cache stays.
     cache = tmp_path / "cache"
@@ -141,6 +143,9 @@ def test_scaling_runs_each_size_in_a_process_and_reuses_the_feature_cache(tmp_pa
     for point in record["points"]:
         assert point["features"]["computed"] == point["images"]
         assert point["peak_rss_mb"]["self"] > 50
+        assert 50 < point["memory_mib"]["peak_rss_anon_mib"] <= point["memory_mib"]["peak_rss_mib"]
     rerun = record["rerun_with_new_images"]
     assert 12 <= rerun["new_images"] <= 20 and rerun["images"] == 120 + rerun["new_images"]
     assert rerun["features"]["from_cache"] == 120 and rerun["features"]["computed"] == rerun["new_images"]
+    assert set(record["peak_memory_mib"]) == {"60", "120", f"{rerun['images']} (rerun)"}
+    assert record["rss_anon_growth"]["60->120"] > 0
