@@ -39,7 +39,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import CACHE_DIR, REPO_ROOT, common_arguments, emit, fresh_dir, isolated_home, setup_logging
+from _common import (
+    CACHE_DIR,
+    REPO_ROOT,
+    RESULTS_DIR,
+    common_arguments,
+    emit,
+    fresh_dir,
+    isolated_home,
+    setup_logging,
+)
 from PIL import Image
 
 logger = logging.getLogger("benchmarks")
@@ -261,19 +270,21 @@ def main() -> None:
     for name in names:
         if name not in DATASETS:
             parser.error(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    # The summary goes with the cases, not into a file of its own.
+    results = args.results or RESULTS_DIR / "estimate_accuracy.jsonl"
     cases = []
     for round_number in range(1, args.repeat + 1):
         for name in names:
             logger.info("estimate_accuracy: %s (round %d)", name, round_number)
             cases.append(emit("estimate_accuracy", {**measure(name, args.seed), "round": round_number},
-                              args.results))
+                              results))
     within = sum(1 for case in cases if case["within_35"])
     ratios = [case["ratio"] for case in cases if case["ratio"] is not None]
     emit("estimate_accuracy_summary", {
         "cases": len(cases), "within_35": within, "data": names, "rounds": args.repeat,
         "ratio_min": min(ratios, default=None), "ratio_max": max(ratios, default=None),
         "ratio_median": float(np.median(ratios)) if ratios else None,
-    }, args.results)
+    }, results)
     print(_table(cases, within), file=sys.stderr)
 
 
