@@ -1,4 +1,4 @@
-"""modelbuilder next to the baselines a user could pick instead: same data, same budget, same process.
+"""modelbuilder next to the baselines a user could pick instead: same data, same budget, one run.
 
     .venv/bin/python benchmarks/baselines.py                       # --time 3m, 2000 / 1000 images
     .venv/bin/python benchmarks/baselines.py --time 5m --train-limit 10000 --repeat 2
