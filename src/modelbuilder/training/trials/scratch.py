@@ -7,6 +7,8 @@ training set at least ``TARGET_EPOCHS`` times: on 48k 28x28 images, width 32 for
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -161,7 +163,11 @@ class ScratchCNNTrial:
         data = LoopData(torch.from_numpy(train_x), torch.from_numpy(ctx.y_train).long(),
                         torch.from_numpy(val_x), torch.from_numpy(ctx.y_val).long(),
                         augment=shift_flip_augment(max(1, size // 8)) if augment else None)
-        config = ctx.loop_config(lr=LR, weight_decay=5e-4, batch_size=BATCH_SIZE, patience=8)
+        # No early stop within the planned epochs: the learning rate decays to the end of the budget and
+        # the last epochs gain most, while a few hundred validation images swing by 3-4% from epoch to
+        # epoch (2k images: stopped after 10 of its 60 s at 84% validation accuracy with patience 8).
+        patience = max(8, math.ceil(ctx.planned.epochs) + 1)
+        config = ctx.loop_config(lr=LR, weight_decay=5e-4, batch_size=BATCH_SIZE, patience=patience)
         result = fit_classifier(net, data, config, ctx.reporter, ctx.strategy)
         probs, accuracy = result.val_probabilities, result.val_accuracy
         recorded_flip = ctx.replay is not None and bool(ctx.replay.get("flip_average"))
