@@ -57,6 +57,12 @@ def _worker(job: TrainingJob, store: SqlAlchemyStore, tmp_path: Path) -> Worker:
     return Worker(job, store, LocalArtifactStore(tmp_path / "ws" / "artifacts"))
 
 
+def _assert_told_once(texts: list[str], error: str, hint: str) -> None:
+    """The Error line is in the run log once, followed at once by its Hint line (also once)."""
+    assert texts.count(error) == 1 and texts.count(hint) == 1, texts
+    assert texts[texts.index(error) + 1] == hint
+
+
 def test_completed_run_has_verified_outputs_trials_metrics_and_log(
     store: SqlAlchemyStore, tmp_path: Path, data: Path
 ) -> None:
@@ -104,7 +110,7 @@ def test_an_expected_error_is_told_once_and_its_traceback_goes_to_the_debug_log(
     assert run.error == RunError("DatasetError", message, "Add images.")
     texts = [line.text for line in store.get_log_lines(run.id)]
     assert not any("Traceback" in text for text in texts), texts
-    assert texts[-2:] == [f"Error: {message}", "Hint: Add images."]
+    _assert_told_once(texts, f"Error: {message}", "Hint: Add images.")
     assert sum(message in text for text in texts) == 1
     recorded_log = worker.artifacts.read(run.id, LOG_NAME).decode()
     assert "Traceback" not in recorded_log and recorded_log.count(message) == 1
@@ -118,7 +124,8 @@ def test_an_unexpected_error_keeps_its_traceback_in_the_run_log(
     store: SqlAlchemyStore, tmp_path: Path, data: Path
 ) -> None:
     job = _queued_job(store, tmp_path, data, fail="crash")
-    assert _worker(job, store, tmp_path).run() == 1
+    worker = _worker(job, store, tmp_path)
+    assert worker.run() == 1
     run = store.get_run(job.run_id)
     assert run.error is not None
     assert (run.error.type, run.error.message) == ("RuntimeError", "RuntimeError: fake trainer crashed")
@@ -126,8 +133,14 @@ def test_an_unexpected_error_keeps_its_traceback_in_the_run_log(
     assert type(run.error.to_exception()) is TrainingError
     texts = [line.text for line in store.get_log_lines(run.id)]
     assert any("Traceback" in text for text in texts)
-    assert texts[-2] == "Error: RuntimeError: fake trainer crashed"
+    hint = f"Hint: {run.error.hint}"
+    _assert_told_once(texts, "Error: RuntimeError: fake trainer crashed", hint)
     assert LOG_NAME in {a.path for a in store.list_artifacts(run.id)}
+    # A heartbeat after the worker failed the run itself (it fires at any time under load) must not
+    # take the Failed status for another process ending the run.
+    assert worker.reporter is not None
+    worker.reporter.heartbeat()
+    assert worker.reporter.stop_reason is None and not worker.reporter.run_ended_elsewhere
 
 
 def test_a_bad_target_fails_the_run(store: SqlAlchemyStore, tmp_path: Path, data: Path) -> None:

@@ -296,6 +296,9 @@ class Worker:
             reporter.log("\n".join(error.lines()))
             reporter.flush()
             reporter.end_active_children(RunStatus.FAILED, RunError("TrainingError", "the run failed"))
+            # The heartbeat must not take the Failed status we write next for another process ending the
+            # run (it would log "Stop requested ... by another process" after the Error/Hint lines).
+            reporter.ending = True
         self._record_log()
         try:
             lifecycle.fail(self.store, self.job.run_id, error)
