@@ -146,6 +146,24 @@ def test_worker_runs_in_its_own_session_and_kill_takes_its_children(tmp_path: Pa
     seen_elsewhere.kill()  # nothing left to kill: no error
 
 
+def test_a_worker_whose_main_thread_ended_runs_until_its_last_thread_ends(tmp_path: Path) -> None:
+    # After SIGKILL the main thread may end first: the process shows as a zombie while its other threads
+    # still run, and its parent cannot reap it yet. kill() returning then left the worker RUNNING.
+    script = (
+        "import ctypes, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(60,)).start()\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"
+    )
+    handle = _start_sleeper(_job(tmp_path), script)
+    _wait_for(lambda: psutil.Process(handle.pid).status() == psutil.STATUS_ZOMBIE)
+    assert psutil.Process(handle.pid).num_threads() == 2
+    seen_elsewhere = LocalWorkerHandle(handle.record)
+    assert seen_elsewhere.status().state is WorkerState.RUNNING
+    seen_elsewhere.kill()  # waits until the last thread has ended
+    assert handle.status().state is WorkerState.FAILED  # reaped by its parent (killed, not by this handle)
+    assert seen_elsewhere.status().state is WorkerState.LOST
+
+
 def test_recorded_worker_with_a_recycled_pid_counts_as_gone(tmp_path: Path) -> None:
     me = psutil.Process(os.getpid())
     recycled = WorkerRecord("r1", os.getpid(), create_time=me.create_time() - 3600)

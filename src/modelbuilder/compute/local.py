@@ -45,10 +45,13 @@ KILL_WAIT_S = 30.0
 
 
 def _process_matches(record: WorkerRecord) -> psutil.Process | None:
-    """The live process of ``record`` (not a zombie, same start time), or None."""
+    """The live process of ``record`` (not a dead zombie, same start time), or None."""
     try:
         process = psutil.Process(record.pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
+        # A zombie leader with live threads is still exiting: after SIGKILL the main thread can end
+        # first while the others (a reporter thread in disk I/O) take a while, and until they end the
+        # parent's waitpid does not see it gone either. Gone means the last thread ended.
+        if process.status() == psutil.STATUS_ZOMBIE and process.num_threads() <= 1:
             return None
         if record.create_time and abs(process.create_time() - record.create_time) > _CREATE_TIME_TOLERANCE_S:
             return None  # the pid was recycled by another process
