@@ -148,8 +148,10 @@ def test_a_record_of_a_dead_portal_is_forgotten(own_portals: Path) -> None:
     assert not record_path(1).exists()
 
 
+@pytest.mark.usefixtures("use_fake_trainer")  # the link line is the point, not a real training
 def test_a_link_is_never_a_guess_without_a_portal(data: Path, foreign_portal: ForeignPortal) -> None:
     result = CliRunner().invoke(cli_app, ["train", str(data), "--time", "5m", "--no-portal"])
+    assert result.exit_code == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("Monitor current run:"))
     run_id = line.rsplit("/", 1)[1]
     assert line == (
