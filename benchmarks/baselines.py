@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="input size of the linear-head and fine-tuning baselines (default 224)")
     parser.add_argument("--fastai-size", type=int, default=64,
                         help="input size of the fastai peer (default 64, as in issue 10's reference run)")
+    parser.add_argument("--fastai-time", default=None,
+                        help="training budget of the fastai peer (default: --time)")
     common_arguments(parser)
     args = parser.parse_args(argv)
     unknown = set(args.variants.split(",")) - set(VARIANTS)
@@ -70,7 +72,8 @@ def run_variant(name: str, args: argparse.Namespace, budget: float, data: Path,
     ``data`` is what modelbuilder trains on (a folder with one sub-folder per label, or an
     ``ImagePath,Label`` CSV of the same images); ``pixel_format`` is (side or None, PIL mode) of the
     scikit-learn variant's raw pixels. ``args`` needs ``seed``, ``cache_dir``, ``architecture``,
-    ``image_size`` and ``fastai_size``. A variant that cannot run here returns ``{"skipped": why}``.
+    ``image_size`` and ``fastai_size``; ``fastai_time``, where present, is the fastai peer's own budget. A
+    variant that cannot run here returns ``{"skipped": why}``.
     """
     if name == "modelbuilder":
         from _mb import train_and_test
@@ -95,7 +98,11 @@ def run_variant(name: str, args: argparse.Namespace, budget: float, data: Path,
     elif name == "fastai":
         from _baselines_fastai import fastai_finetune
 
-        outcome = fastai_finetune(train, test, budget, args.seed, label_names, args.fastai_size,
+        from modelbuilder.training.config import parse_duration
+
+        fastai_time = getattr(args, "fastai_time", None)  # photos.py has no --fastai-time
+        fastai_budget = parse_duration(fastai_time) if fastai_time else budget
+        outcome = fastai_finetune(train, test, fastai_budget, args.seed, label_names, args.fastai_size,
                                   data_folder=data if data.is_dir() else None)
         if "skipped" in outcome:
             return outcome
@@ -154,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     emit("baselines", {
         "config": {"time": args.time, "budget_s": budget, "train_images": len(train_paths),
                    "test_images": len(test_paths), "seed": args.seed, "repeat": args.repeat,
-                   "image_size": args.image_size, "fastai_size": args.fastai_size},
+                   "image_size": args.image_size, "fastai_size": args.fastai_size,
+                   "fastai_time": args.fastai_time or args.time},
         "accuracy": summary,
         "skipped": skipped_variants(rounds),
         "runs": rounds,

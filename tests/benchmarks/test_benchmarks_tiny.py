@@ -73,9 +73,12 @@ def baselines_record(tmp_path_factory: pytest.TempPathFactory, tiny_source: Path
     with pytest.MonkeyPatch.context() as env:  # the function-scoped isolation does not reach a module fixture
         env.setenv("MODELBUILDER_HOME", str(tmp_path_factory.mktemp("mbhome")))
         env.setenv("MODELBUILDER_OFFLINE", "1")
-        # 64-px inputs for the torch baselines: one 224-px fine-tuning step takes ~30 s on 2 cores.
-        return run_benchmark("baselines", "--time", "10s", "--train-limit", "0", "--test-limit", "0",
-                             "--image-size", "64", *common(tmp_path, tiny_source), timeout=600)
+        # 64-px inputs for the torch baselines: one 224-px fine-tuning step takes ~30 s on 2 cores. The
+        # fastai peer's few seconds end within its first batches (its one-cycle over a fraction of an
+        # epoch, the path issue 10's reference run took): what it costs beyond that is fixed (imports, probe).
+        return run_benchmark("baselines", "--time", "10s", "--fastai-time", "5s", "--train-limit", "0",
+                             "--test-limit", "0", "--image-size", "64", *common(tmp_path, tiny_source),
+                             timeout=600)
 
 
 def test_baselines_compare_every_variant_on_the_same_test_set(baselines_record: dict[str, Any]) -> None:
@@ -91,6 +94,7 @@ def test_baselines_compare_every_variant_on_the_same_test_set(baselines_record: 
         assert "skipped" in run or 0 <= run["accuracy"] <= 1
         assert run["calibration"]["matmul_gflops"] > 0
     assert record["accuracy"]["sklearn"] > 0.5
+    assert record["config"]["fastai_time"] == "5s"
 
 
 def test_baselines_fastai_peer_trains_on_the_training_folder_only(baselines_record: dict[str, Any]) -> None:
@@ -105,16 +109,17 @@ def test_baselines_fastai_peer_trains_on_the_training_folder_only(baselines_reco
 
 
 def test_photos_builds_disjoint_regions_and_compares_variants(tmp_path: Path) -> None:
-    record = run_benchmark("photos", "--time", "8s", "--labels", "astronaut,cat,brick", "--train-per-label",
+    # Not the modelbuilder variant: photos.py runs it through baselines.run_variant, as the baselines run
+    # above does (a real training there); here it was the costly part of this test.
+    record = run_benchmark("photos", "--time", "5s", "--labels", "astronaut,cat,brick", "--train-per-label",
                            "6", "--test-per-label", "4", "--size", "128", "--image-size", "64",
-                           "--variants", "modelbuilder,linear_head,sklearn",
+                           "--variants", "linear_head,sklearn",
                            "--cache-dir", str(tmp_path / "cache"),
                            "--results", str(tmp_path / "results.jsonl"))
     assert record["config"]["train_images"] == 18 and record["config"]["test_images"] == 12
-    assert set(record["accuracy"]) == {"modelbuilder", "linear_head", "sklearn"} and not record["skipped"]
+    assert set(record["accuracy"]) == {"linear_head", "sklearn"} and not record["skipped"]
     runs = {run["variant"]: run for run in record["runs"]}
     assert runs["linear_head"]["trained_on"] >= 1
-    assert {"features", "trial:linear"} <= set(runs["modelbuilder"]["phase_seconds"])
     assert all(0 <= run["accuracy"] <= 1 for run in runs.values())
     images = list((tmp_path / "cache" / "photos").rglob("*.jpg"))
     assert len(images) == 30
