@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,13 @@ from modelbuilder.training.trials.base import TrialContext, TrialOutcome  # noqa
 from modelbuilder.training.trials.ensemble import Ensemble, best_ensemble  # noqa: E402
 from modelbuilder.training.trials.partial import PartialFinetuneTrial  # noqa: E402
 from modelbuilder.training.trials.scratch import (  # noqa: E402
+    MAX_PATIENCE,
     WIDTHS,
     ChannelMean,
     choose_width,
     compact_cnn,
     epoch_seconds,
+    scratch_patience,
     target_epochs,
     training_rate,
 )
@@ -285,3 +288,16 @@ def test_the_grey_cnn_with_its_grid_head_exports_for_every_small_size(tmp_path: 
         sample = np.random.default_rng(size).standard_normal((2, 3, 2 * size, 2 * size)).astype(np.float32)
         assert model(torch.from_numpy(sample)).shape == (2, 3)
         check_parity(model, export_onnx(model, 2 * size, tmp_path / f"cnn{size}.onnx"), sample)
+
+
+def test_the_scratch_cnn_on_a_handful_of_images_stops_when_its_score_stops_moving(data: Path) -> None:
+    """Tiny data plans thousands of epochs: the CNN must not spend its whole share of a long budget on
+    a validation score that stopped moving (a 60 s run here would otherwise take ~60 s)."""
+    assert (scratch_patience(12.4), scratch_patience(2), scratch_patience(5000)) == (14, 8, MAX_PATIENCE)
+    reporter = RecordingReporter()
+    started = time.monotonic()
+    result = run_training(config(data, 60, strategies=("scratch_cnn",)), reporter, data.parent / "out")
+    assert time.monotonic() - started < 40
+    lines = [str(args[1]) for kind, args in reporter.events if kind == "log"]
+    assert any("scratch_cnn: stopping early" in line for line in lines), lines[-5:]
+    assert [t.name for t in result.trials] == ["scratch_cnn"]
