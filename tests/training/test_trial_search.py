@@ -19,12 +19,14 @@ nn = torch.nn
 from factories import make_image_folder  # noqa: E402
 from modelbuilder.pipeline import load_model  # noqa: E402
 from modelbuilder.pipeline.preprocess import PreprocessSpec  # noqa: E402
+from modelbuilder.training.checkpoint import CheckpointDir, FinishedTrial  # noqa: E402
 from modelbuilder.training.config import TrainingConfig  # noqa: E402
+from modelbuilder.training.evaluation import log_loss, validation_rank  # noqa: E402
 from modelbuilder.training.onnx_export import check_parity, export_onnx  # noqa: E402
 from modelbuilder.training.plan import DataFacts, Plan, TrialEstimate, allocate, make_plan  # noqa: E402
 from modelbuilder.training.registry import register_trial, unregister_trial  # noqa: E402
 from modelbuilder.training.reporter import RecordingReporter  # noqa: E402
-from modelbuilder.training.trainer import Clock, run_training  # noqa: E402
+from modelbuilder.training.trainer import Clock, _rank, run_training  # noqa: E402
 from modelbuilder.training.trials.base import TrialContext, TrialOutcome  # noqa: E402
 from modelbuilder.training.trials.ensemble import Ensemble, best_ensemble  # noqa: E402
 from modelbuilder.training.trials.partial import PartialFinetuneTrial  # noqa: E402
@@ -262,6 +264,41 @@ def test_the_ensemble_weights_its_members_on_validation() -> None:
     x = torch.randn(5, 3)
     expected = weights[0] * torch.softmax(first(x), 1) + weights[1] * torch.softmax(second(x), 1)
     assert torch.allclose(Ensemble([first, second], weights)(x).exp(), expected, atol=1e-6)
+
+
+def test_when_every_trial_scores_100_percent_the_log_loss_decides() -> None:
+    """A saturated validation split (crops of the same photos) cannot rank trials by accuracy: an
+    ensemble that is as accurate and clearly better calibrated is kept; one that is not, is not."""
+    y = np.array([0, 1, 2] * 20)
+    truth = np.eye(3)[y]
+    rng = np.random.default_rng(1)
+    # Both right everywhere, each unsure on a different half: their average is surer than either.
+    a = np.where(np.arange(60)[:, None] < 30, 0.4 * truth + 0.2, 0.98 * truth + 0.01)
+    b = np.where(np.arange(60)[:, None] >= 30, 0.4 * truth + 0.2, 0.98 * truth + 0.01)
+    chosen = best_ensemble([outcome("a", a, y), outcome("b", b, y)], y)
+    assert chosen is not None and chosen[2] == 1.0 and log_loss(y, chosen[3]) < log_loss(y, a)
+    # A copy of the same model gains nothing: no ensemble.
+    noisy = np.clip(a + rng.normal(0, 1e-4, a.shape), 1e-6, None)
+    noisy /= noisy.sum(1, keepdims=True)
+    assert best_ensemble([outcome("a", a, y), outcome("a2", noisy, y)], y) is None
+    assert validation_rank(y, a) < validation_rank(y, 0.98 * truth + 0.01)
+
+
+def test_the_final_model_is_the_better_calibrated_of_trials_tied_on_accuracy(tmp_path: Path) -> None:
+    y = np.array([0, 1] * 10)
+    checkpoints = CheckpointDir(tmp_path / "ck")
+    spec = {"resize_size": 8, "crop_size": 8, "mean": [0.5] * 3, "std": [0.5] * 3}
+    trials = []
+    for name, sure in (("first", 0.6), ("surer", 0.95), ("wrong_but_sure", 0.99)):
+        probs = np.eye(2)[y] * (2 * sure - 1) + (1 - sure)
+        if name == "wrong_but_sure":
+            probs[:2] = probs[:2, ::-1]
+        accuracy = float((probs.argmax(1) == y).mean())
+        trial = FinishedTrial(name, name, "test", accuracy, 1.0, spec, {}, f"{name}.onnx",
+                              f"{name}.probs.npy")
+        checkpoints.add(trial, probs, 1.0)
+        trials.append(trial)
+    assert max(trials, key=lambda t: _rank(t, checkpoints, y)).name == "surer"
 
 
 def test_flip_averaging_is_kept_only_when_it_pays_and_exports(tmp_path: Path) -> None:

@@ -76,6 +76,25 @@ def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else 0.0
 
 
+def log_loss(y_true: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (lower is better)."""
+    eps = float(np.finfo(np.float64).eps)
+    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(y_true)), y_true], eps, 1.0))))
+
+
+def validation_rank(y_true: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
+    """How models are compared on the validation split: accuracy first, then log loss.
+
+    Accuracy alone cannot rank models that tie on it, which happens whenever the validation images
+    are easy (a photo's crops: every trial scores 100%); the log loss, a proper score, still tells the
+    better-calibrated model apart.
+    """
+    if len(y_true) == 0:
+        return (0.0, 0.0)
+    accuracy = float((probabilities.argmax(1) == y_true).mean())
+    return (accuracy, -log_loss(y_true, probabilities))
+
+
 def evaluate(
     y_true: np.ndarray,
     probabilities: np.ndarray,
@@ -127,14 +146,12 @@ def evaluate(
         )
     present = support > 0
     macro_accuracy = float(np.mean(true_positives[present] / support[present]))
-    eps = float(np.finfo(np.float64).eps)
-    true_probs = np.clip(probs[np.arange(count), truth], eps, 1.0)
-    log_loss = float(-np.mean(np.log(true_probs)))
+    loss = log_loss(truth, probs)
     return {
         "num_samples": int(count),
         "accuracy": float(true_positives.sum() / count),
         "macro_accuracy": macro_accuracy,
-        "log_loss": log_loss,
+        "log_loss": loss,
         "per_class": per_class,
         "confusion_matrix": {"labels": list(labels), "matrix": matrix.tolist()},
         "most_confidently_wrong": _most_confidently_wrong(truth, predicted, probs, labels, paths, top_wrong),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -25,6 +26,7 @@ from .checkpoint import CheckpointDir, FinishedTrial
 from .config import TrainingConfig, TrainingResult, TrialSummary
 from .devices import DeviceStrategy, default_strategy
 from .distributed import SINGLE, DistributedContext
+from .evaluation import validation_rank
 from .feature_pass import subsample_stratified  # re-exported: tests and benchmarks import it from here
 from .finalize import finalize_outputs
 from .onnx_export import check_parity, export_onnx
@@ -141,6 +143,14 @@ def save_trial(outcome: TrialOutcome, labels: list[str], val_items: list[ImageIt
     return finished
 
 
+def _rank(trial: FinishedTrial, checkpoints: CheckpointDir, y_val: np.ndarray) -> tuple[float, float]:
+    """The trial's recorded validation accuracy, then its validation log loss (ties on accuracy)."""
+    probs = checkpoints.probabilities(trial)
+    if probs.ndim != 2 or len(probs) != len(y_val) or len(y_val) == 0:
+        return (trial.val_accuracy, -math.inf)
+    return (trial.val_accuracy, validation_rank(y_val, probs)[1])
+
+
 def run_training(config: TrainingConfig, reporter: Reporter, work_dir: Path, *,
                  checkpoint_dir: Path | None = None, strategy: DeviceStrategy | None = None,
                  clock: Clock | None = None, distributed: DistributedContext = SINGLE,
@@ -201,7 +211,7 @@ def run_training(config: TrainingConfig, reporter: Reporter, work_dir: Path, *,
             return TrainingResult(0.0, 0.0, backbone_name, "none", labels, clock.elapsed(), work_dir,
                                   files_extra, [], _skipped(dataset, validation), {}, canceled=True,
                                   plan=search.plan.to_dict() if search.plan else None)
-        best = max(finished, key=lambda t: t.val_accuracy)
+        best = max(finished, key=lambda t: _rank(t, checkpoints, y_val))
         reporter.phase("export", f"Exporting {best.strategy} ({best.val_accuracy:.2%})")
         evaluation, files = finalize_outputs(
             config, reporter, work_dir, best, checkpoints, labels, val_items, y_val,

@@ -4,12 +4,14 @@ trial on the validation split."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from ..evaluation import log_loss
 from ..plan import Plan, TrialEstimate
 from .base import TrialContext, TrialOutcome
 
@@ -19,6 +21,9 @@ WEIGHT_STEPS = (1.0, 2.0, 3.0)
 #: Unequal weights are kept only when they beat equal weights by at least this many validation images
 #: (choosing among weights on the same images that score them favours the chosen ones a little).
 MIN_IMAGES_FOR_WEIGHTS = 3
+#: An ensemble as accurate as the best single trial is kept only when it lowers the validation log loss
+#: by at least this share (it costs a second model at prediction time).
+MIN_LOSS_GAIN = 0.1
 
 
 class Ensemble(nn.Module):
@@ -69,14 +74,21 @@ def best_ensemble(outcomes: list[TrialOutcome], y_val: np.ndarray, min_gain: flo
     if len(usable) < 2 or len(y_val) == 0:
         return None
     best_single = max(o.val_accuracy for o in usable)
+    single_loss = min(log_loss(y_val, o.val_probabilities) for o in usable if o.val_accuracy == best_single)
     best: tuple[list[TrialOutcome], tuple[float, ...], float, np.ndarray] | None = None
+    best_rank = (-1.0, -math.inf)
     for size in range(2, len(usable) + 1):
         for combo in itertools.combinations(usable, size):
             if len({o.preprocessing for o in combo}) != 1:
                 continue
             weights, acc, probs = _best_weights(combo, y_val)
-            if acc >= best_single + min_gain and (best is None or acc > best[2]):
-                best = (list(combo), weights, acc, probs)
+            loss = log_loss(y_val, probs)
+            # Better by accuracy, or (when validation cannot tell them apart by accuracy, e.g. every
+            # trial at 100%) as accurate with a clearly lower log loss.
+            gains = acc >= best_single + min_gain or (
+                acc >= best_single and loss <= single_loss * (1 - MIN_LOSS_GAIN))
+            if gains and (acc, -loss) > best_rank:
+                best, best_rank = (list(combo), weights, acc, probs), (acc, -loss)
     return best
 
 
