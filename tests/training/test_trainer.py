@@ -142,3 +142,19 @@ def test_subsampling_keeps_every_label_and_its_share() -> None:
     again = subsample_stratified(items, y, 100, seed=0)[1]  # type: ignore[arg-type]
     assert np.array_equal(again, kept_y)
     assert subsample_stratified(items, y, 5000, seed=0)[1] is y  # type: ignore[arg-type]
+
+
+def test_the_run_log_names_each_problem_and_sums_up_each_kind_of_note() -> None:
+    from modelbuilder.data import DataIssue
+    from modelbuilder.training.trainer import _log_issues
+
+    notes = [DataIssue(f"a/{i}.png", "color_mode", f"a/{i}.png converted to RGB from 8-bit greyscale (L).",
+                       "converted") for i in range(500)]
+    broken = [DataIssue(f"b/{i}.png", "corrupt", f"b/{i}.png is not a readable image.", "skipped")
+              for i in range(7)]
+    reporter = RecordingReporter()
+    _log_issues(reporter, notes + broken)
+    lines = [str(args[1]) for kind, args in reporter.events if kind == "log"]
+    assert lines[0] == ("data: note [color_mode/converted] 500 files, "
+                        "e.g. a/0.png converted to RGB from 8-bit greyscale (L).")
+    assert lines[1:] == [f"data: [corrupt/skipped] b/{i}.png is not a readable image." for i in range(7)]

@@ -80,11 +80,16 @@ def _scan(config: TrainingConfig, reporter: Reporter) -> tuple[Dataset, list[Ima
 
 
 def _log_issues(reporter: Reporter, issues: list[DataIssue], per_kind: int = 5) -> None:
-    """Every skipped file is logged; informational issues (conversions) are summarised per kind."""
+    """Every skipped file is logged, other problems up to ``per_kind`` per kind; notes (files converted
+    or rotated, then used) get one line per kind with an example: the scan's summary line counts them."""
     by_kind: dict[str, list[DataIssue]] = {}
     for issue in issues:
         by_kind.setdefault(f"{issue.kind}/{issue.action}", []).append(issue)
     for kind, group in sorted(by_kind.items()):
+        if group[0].is_note:
+            reporter.log(f"data: note [{kind}] {len(group)} file{'s' if len(group) != 1 else ''}, "
+                         f"e.g. {group[0].message}")
+            continue
         shown = group if group[0].action == "skipped" else group[:per_kind]
         for issue in shown:
             reporter.log(f"data: [{kind}] {issue.message}")
