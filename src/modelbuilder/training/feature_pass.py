@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 
 from ..data import ImageItem
-from .backbones import create_backbone, get_backbone_spec, split_backbone
-from .features import FeatureCache, extract_cached, feature_cache_for, run_onnx_outputs
+from .backbones import get_backbone_spec, split_backbone
+from .features import extract_cached, feature_cache_for, run_onnx_outputs
 from .onnx_export import export_onnx, ort_session
 from .plan import Plan, feature_rate, make_plan
 from .reporter import Reporter
@@ -144,53 +144,3 @@ def extract(plan: Plan, parts: BackboneParts, items: list[ImageItem], needs: set
         progress=lambda d, t: reporter.progress("features", d, t), should_stop=reporter.should_stop,
     )
     return arrays, computed
-
-
-@dataclass(frozen=True)
-class PassTiming:
-    """A short feature pass, timed the way ``extract`` spends its time (the portal's estimate probe)."""
-
-    overhead_s: float  # ONNX export + onnxruntime session start + the first batch's warm-up excess
-    rate: float  # images/s after the first batch (decoding included)
-    images: int  # images timed for the rate
-
-
-#: The probe featurizes a first batch (its warm-up excess counts as overhead), then up to this many more
-#: images, fewer when a batch is slow (the timed part stays near PROBE_SECONDS).
-PROBE_TIMED_IMAGES = 48
-PROBE_SECONDS = 2.0
-_BATCH = 16  # run_onnx_outputs' batch size
-
-
-def time_feature_pass(backbone: str, size: int, pool: int | None, outputs: tuple[str, ...],
-                      paths: list[Path], tmp: Path, weights: str | None = None) -> PassTiming:
-    """Time ``extract``'s code path (export, session, ``extract_cached``) on a few of ``paths`` (cycled
-    when there are fewer), writing to throwaway caches under ``tmp``, never to the feature cache.
-
-    Raises: ModelBuilderError (weights, export) as training would.
-    """
-    if not paths:
-        raise ValueError("time_feature_pass needs at least one image")
-    model = create_backbone(backbone, pretrained=True, weights=weights).eval()
-    stem, tail, _ = split_backbone(backbone, model, size)
-    spec = get_backbone_spec(backbone).preprocessing(size)
-    started = time.monotonic()
-    session = ort_session(export_onnx(CachedOutputs(stem, tail, pool, outputs), size, tmp / "probe.onnx",
-                                      output_names=outputs))
-    # extract's own call, writing to throwaway caches (writing the arrays is part of the pass's time).
-    caches = {name: FeatureCache(tmp / f"cache-{name}", DTYPES[name]) for name in outputs}
-
-    def run(start: int, count: int) -> float:
-        chosen = [paths[(start + i) % len(paths)] for i in range(count)]
-        began = time.monotonic()
-        extract_cached(session, chosen, [f"probe-{start + i}" for i in range(count)], spec, caches,
-                       batch_size=_BATCH)
-        return time.monotonic() - began
-
-    setup_s = time.monotonic() - started
-    first_s = run(0, _BATCH)
-    # A first batch slower than PROBE_SECONDS / 3 leaves room for fewer timed batches.
-    batches = max(1, min(PROBE_TIMED_IMAGES // _BATCH, int(PROBE_SECONDS / max(first_s, 1e-6))))
-    rate = batches * _BATCH / max(run(_BATCH, batches * _BATCH), 1e-6)
-    return PassTiming(overhead_s=setup_s + max(0.0, first_s - _BATCH / rate), rate=rate,
-                      images=batches * _BATCH)
