@@ -19,9 +19,10 @@ from modelbuilder.compute.ray.jobs import FORWARD_ENV, get_job, job_logs, submit
 from modelbuilder.compute.ray.jobspec import RayJobSpec, WorkerPlan, worker_plan
 from modelbuilder.compute.ray.train_workers import MAX_FAILURES_ENV, worker_failure_cause
 from modelbuilder.compute.sizes import get_size
-from modelbuilder.entities import ProvisioningState, RunStatus
+from modelbuilder.entities import ProvisioningState, Run, RunStatus
 from modelbuilder.services import open_workspace, runs, submit_training
 from modelbuilder.services.computes import create_compute
+from modelbuilder.services.runs import RunUpdate
 from modelbuilder.services.workspaces import WorkspaceSession
 from modelbuilder.training.config import TrainingConfig
 from modelbuilder.training.reporter import RecordingReporter
@@ -139,21 +140,19 @@ def _train_workers(head: RayHead) -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.slow
-def test_a_killed_worker_restarts_the_group_which_resumes_and_completes(
-    session: WorkspaceSession, ray_head: RayHead, tmp_path: Path
-) -> None:
+def _kill_a_worker_during_the_first_trial(session: WorkspaceSession, ray_head: RayHead, tmp_path: Path,
+                                          compute: str) -> tuple[Run, RunUpdate]:
+    """A 2-worker CPU run on a new compute; one training worker is killed as the first trial (linear,
+    on rank 0 while the other rank waits for its decision) runs; the run followed to its end."""
     pytest.importorskip("torch")
     data = make_image_folder(tmp_path / "shapes", classes=3, per_class=12, size=32)
     config = TrainingConfig(data=str(data), time_budget=40, architecture="test_tiny",
                             strategies=("linear", *GRADIENT_TRIALS))
-    spec = ComputeSpec.create("cpu-ddp-kill", "Standard_F2s_v2", backend="ray",
-                              address=ray_head.address, max_nodes=2)
+    spec = ComputeSpec.create(compute, "Standard_F2s_v2", backend="ray", address=ray_head.address,
+                              max_nodes=2)
     assert create_compute(session, spec).state is ProvisioningState.SUCCEEDED
-    submission = submit_training(session, config, compute="cpu-ddp-kill")
+    submission = submit_training(session, config, compute=compute)
     deadline = time.monotonic() + 120
-    # Kill as the first trial (linear, on rank 0 while the other rank waits for its decision) runs: the
-    # data-parallel fine-tune then runs in the restarted group.
     while not session.store.list_child_runs(submission.run.id):
         assert time.monotonic() < deadline, "no trial ever started"
         time.sleep(0.2)
@@ -161,7 +160,14 @@ def test_a_killed_worker_restarts_the_group_which_resumes_and_completes(
     assert len(workers) == 2
     workers[-1].kill()
     *_, last = runs.follow_run(session, submission.run.id, submission.worker, timeout=180)
-    run = session.store.get_run(submission.run.id)
+    return session.store.get_run(submission.run.id), last
+
+
+@pytest.mark.slow
+def test_a_killed_worker_restarts_the_group_which_resumes_and_completes(
+    session: WorkspaceSession, ray_head: RayHead, tmp_path: Path
+) -> None:
+    run, last = _kill_a_worker_during_the_first_trial(session, ray_head, tmp_path, "cpu-ddp-kill")
     assert last.run.status is RunStatus.COMPLETED, run.error
     assert run.latest_metrics["worker_group_restarts"] == 1
     lines, _ = runs.log_lines(session, run.id, limit=None)
@@ -174,25 +180,9 @@ def test_a_killed_worker_restarts_the_group_which_resumes_and_completes(
 def test_a_worker_failing_beyond_the_restart_limit_fails_the_run_with_the_cause(
     session: WorkspaceSession, ray_head: RayHead, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("torch")
     monkeypatch.setenv(MAX_FAILURES_ENV, "0")  # no restart: the first killed worker is beyond the limit
     monkeypatch.setenv(FORWARD_ENV, MAX_FAILURES_ENV)
-    data = make_image_folder(tmp_path / "shapes", classes=3, per_class=12, size=32)
-    config = TrainingConfig(data=str(data), time_budget=40, architecture="test_tiny",
-                            strategies=("linear", *GRADIENT_TRIALS))
-    spec = ComputeSpec.create("cpu-ddp-fail", "Standard_F2s_v2", backend="ray",
-                              address=ray_head.address, max_nodes=2)
-    assert create_compute(session, spec).state is ProvisioningState.SUCCEEDED
-    submission = submit_training(session, config, compute="cpu-ddp-fail")
-    deadline = time.monotonic() + 120
-    while not session.store.list_child_runs(submission.run.id):
-        assert time.monotonic() < deadline, "no trial ever started"
-        time.sleep(0.2)
-    workers = _train_workers(ray_head)
-    assert len(workers) == 2
-    workers[-1].kill()
-    *_, last = runs.follow_run(session, submission.run.id, submission.worker, timeout=180)
-    run = session.store.get_run(submission.run.id)
+    run, last = _kill_a_worker_during_the_first_trial(session, ray_head, tmp_path, "cpu-ddp-fail")
     assert last.run.status is RunStatus.FAILED
     assert run.error is not None and run.error.type == "WorkerGroupError", run.error
     message = run.error.message
