@@ -7,6 +7,7 @@ The code generator copies this file verbatim into the generated ``<Name>.Model``
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -184,15 +185,29 @@ def to_uint8(source: ImageSource, spec: PreprocessSpec) -> np.ndarray:
     return np.asarray(resize_and_crop(open_image(source), spec), dtype=np.uint8)
 
 
+_SCALE = np.float32(1.0 / 255.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_constants(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``[3, 1, 1]`` mean and std, built once per spec (read-only: they are shared)."""
+    arrays = []
+    for values in (mean, std):
+        array = np.asarray(values, dtype=np.float32).reshape(3, 1, 1)
+        array.setflags(write=False)
+        arrays.append(array)
+    return arrays[0], arrays[1]
+
+
 def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """uint8 ``[..., H, W, 3]`` -> float32 ``[..., 3, H, W]`` normalised as ``spec`` says."""
-    scale = np.float32(1.0 / 255.0)
-    mean = np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(spec.std, dtype=np.float32).reshape(3, 1, 1)
+    mean, std = _channel_constants(tuple(spec.mean), tuple(spec.std))
     # Transpose the uint8 pixels (cheap) and work in place: the same float32 operations in the same
     # order as (x * scale - mean) / std, so the result is bit-identical, about 9x faster at 224x224.
-    data = np.moveaxis(pixels, -1, -3).astype(np.float32, order="C")
-    data *= scale
+    # (transpose, not np.moveaxis: the same view without moveaxis' Python-level axis checks.)
+    rank = pixels.ndim
+    data = pixels.transpose(*range(rank - 3), rank - 1, rank - 3, rank - 2).astype(np.float32, order="C")
+    data *= _SCALE
     data -= mean
     data /= std
     return data
