@@ -264,3 +264,106 @@ def test_normalize_is_bit_identical_to_the_reference_formula(shape: tuple[int, .
     result = normalize(pixels, spec)
     assert result.dtype == np.float32 and result.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(result, reference)
+
+
+# ---------------------------------------------------------------------------------------------- fast paths
+def _varied_sources(folder: Path) -> dict[str, object]:
+    """Images of every kind that preprocess() converts differently, one of them a large photo."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:1200, 0:1600] / 1600
+    photo = np.stack([np.sin(9 * x), np.cos(7 * y), np.sin(5 * (x + y))], axis=-1) * 90 + 128
+    photo = (photo + rng.normal(0, 10, photo.shape)).clip(0, 255).astype(np.uint8)
+    Image.fromarray(photo).save(folder / "large.jpg", "JPEG", quality=90)
+    rotated = Image.fromarray(photo[:300, :500])
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees clockwise on display
+    rotated.save(folder / "rotated.jpg", "JPEG", exif=exif.tobytes())
+    Image.fromarray(photo[:90, :50]).convert("CMYK").save(folder / "cmyk.jpg", "JPEG")
+    rgba = np.dstack([photo[:45, :61], rng.integers(0, 256, (45, 61), dtype=np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(folder / "alpha.png")
+    palette = Image.fromarray(photo[:40, :40]).convert("P")
+    palette.save(folder / "palette.png", transparency=0)
+    Image.fromarray((rng.integers(0, 65536, (33, 47))).astype(np.uint16)).save(folder / "grey16.png")
+    return {
+        "large jpeg": folder / "large.jpg",
+        "large jpeg as str": str(folder / "large.jpg"),
+        "exif-rotated jpeg": folder / "rotated.jpg",
+        "cmyk jpeg": folder / "cmyk.jpg",
+        "rgba png bytes": (folder / "alpha.png").read_bytes(),
+        "palette png": folder / "palette.png",
+        "16-bit png": folder / "grey16.png",
+        "greyscale PIL image": Image.fromarray(photo[:30, :70, 0], "L"),
+        "float array": photo[:50, :41].astype(np.float32) / 255.0,
+    }
+
+
+def test_preprocess_is_bit_identical_to_the_training_path(tmp_path: Path) -> None:
+    # Prediction takes the pixels channel-first from Pillow; training caches HxWx3 uint8 (to_uint8)
+    # and normalises batches of them. Both must give the model exactly the same tensor.
+    from modelbuilder.pipeline.preprocess import normalize, to_uint8
+
+    imagenet = dataclasses.replace(
+        SPEC, resize_size=40, crop_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
+    for name, source in _varied_sources(tmp_path).items():
+        for spec in (SPEC, imagenet, dataclasses.replace(imagenet, interpolation="bicubic")):
+            result = preprocess(source, spec)  # type: ignore[arg-type]
+            assert result.dtype == np.float32 and result.flags["C_CONTIGUOUS"], name
+            assert result.shape == (3, spec.crop_size, spec.crop_size), name
+            training = normalize(to_uint8(source, spec)[None], spec)[0]  # type: ignore[arg-type]
+            np.testing.assert_array_equal(result, training, err_msg=name)
+
+
+def test_preprocess_leaves_a_given_pil_image_unchanged() -> None:
+    img = Image.new("RGBA", (50, 40), (10, 20, 30, 128))
+    before = img.tobytes()
+    preprocess(img, SPEC)
+    assert img.mode == "RGBA" and img.size == (50, 40) and img.tobytes() == before
+
+
+class _FixedLogits:
+    """A stand-in onnxruntime session that answers the same output row for every image."""
+
+    def __init__(self, row: list[float]) -> None:
+        self.row = np.asarray(row, dtype=np.float32)
+
+    def get_inputs(self) -> list[object]:
+        return [dataclasses.make_dataclass("Input", [("shape", list)])(["N", 3, 32, 32])]
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        assert names == ["output1"] and list(feed) == ["input1"]
+        return [np.repeat(self.row[None], len(feed["input1"]), axis=0)]
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        [0.3, -1.2, 2.5, 0.0, 7.25, -3.5, 1.0, 0.5, 2.5, -0.75],
+        [1000.0, 999.0, -1000.0],
+        [2.0, 2.0, 1.0],  # a tie: the first label wins, as numpy's argmax decides
+        [-np.inf, 0.5, -np.inf],
+        [np.inf, 0.0, 1.0],
+        [0.0, np.nan, 1.0],
+        [-np.inf, -np.inf, -np.inf],
+    ],
+)
+@pytest.mark.parametrize("kind", ["logits", "probabilities"])
+def test_single_prediction_agrees_with_the_batch_path(row: list[float], kind: str) -> None:
+    # predict() formats one row in plain Python; predict_batch() and softmax() use numpy.
+    labels = [f"label{i}" for i in range(len(row))]
+    manifest = {"input": {"name": "input1"}, "output": {"name": "output1", "kind": kind}}
+    engine = PredictionEngine(_FixedLogits(row), labels, SPEC, manifest)
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    with np.errstate(invalid="ignore"):  # inf - inf in softmax, as before this fast path
+        single = engine.predict(image)
+        (batched,) = engine.predict_batch([image])
+    assert single.prediction == batched.prediction
+    assert all(type(value) is float for value in single.score)
+    if np.all(np.isfinite(row)):
+        np.testing.assert_allclose(single.score, batched.score, rtol=1e-15, atol=0)
+    else:  # NaN and infinities take the numpy path: identical, NaN included
+        np.testing.assert_array_equal(single.score, batched.score)
+    if kind == "logits":
+        with np.errstate(invalid="ignore"):
+            reference = softmax(np.asarray([row], dtype=np.float32))[0]
+        np.testing.assert_array_equal(batched.score, reference)

@@ -201,12 +201,17 @@ def _channel_constants(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple
 
 def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """uint8 ``[..., H, W, 3]`` -> float32 ``[..., 3, H, W]`` normalised as ``spec`` says."""
-    mean, std = _channel_constants(tuple(spec.mean), tuple(spec.std))
     # Transpose the uint8 pixels (cheap) and work in place: the same float32 operations in the same
     # order as (x * scale - mean) / std, so the result is bit-identical, about 9x faster at 224x224.
     # (transpose, not np.moveaxis: the same view without moveaxis' Python-level axis checks.)
     rank = pixels.ndim
     data = pixels.transpose(*range(rank - 3), rank - 1, rank - 3, rank - 2).astype(np.float32, order="C")
+    return _scale_in_place(data, spec)
+
+
+def _scale_in_place(data: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """float32 ``[..., 3, H, W]`` pixel values 0..255 -> ``(x * scale - mean) / std``, in place."""
+    mean, std = _channel_constants(tuple(spec.mean), tuple(spec.std))
     data *= _SCALE
     data -= mean
     data /= std
@@ -214,5 +219,11 @@ def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 def preprocess(source: ImageSource, spec: PreprocessSpec) -> np.ndarray:
-    """One image -> float32 ``[3, H, W]`` model input."""
-    return normalize(to_uint8(source, spec), spec)
+    """One image -> float32 ``[3, H, W]`` model input, bit-identical to ``normalize(to_uint8(...))``."""
+    img = resize_and_crop(open_image(source), spec)
+    width, height = img.size
+    # Pillow packs each band on its own (in C), so the pixels arrive channel-first: no HxWx3 copy and
+    # no strided transpose, about a third of the time normalize(to_uint8(...)) takes at 224x224.
+    # open_image always gives RGB, so the three bands are R, G and B.
+    planes = np.frombuffer(b"".join([img.tobytes("raw", band) for band in "RGB"]), dtype=np.uint8)
+    return _scale_in_place(planes.reshape(3, height, width).astype(np.float32), spec)
