@@ -25,7 +25,7 @@ from modelbuilder.training.registry import (
     unregister_trial,
 )
 
-BUILT_IN = ["linear", "partial_finetune", "scratch_cnn", "ensemble"]
+BUILT_IN = ["linear", "midlevel_linear", "partial_finetune", "scratch_cnn", "ensemble"]
 
 
 def test_unknown_strategy_is_refused_with_the_known_ones(tmp_path: object) -> None:
@@ -40,7 +40,7 @@ def test_unknown_strategy_is_refused_with_the_known_ones(tmp_path: object) -> No
 
 
 def test_the_registry_lists_trials_in_run_order_without_importing_torch() -> None:
-    assert known_trial_names()[:4] == BUILT_IN
+    assert known_trial_names()[:5] == BUILT_IN
     code = ("import sys; from modelbuilder.training.registry import known_trial_names; "
             "from modelbuilder.training.config import TrainingConfig; "
             "TrainingConfig(data='x', strategies=('linear',)); "

@@ -95,6 +95,22 @@ def validation_rank(y_true: np.ndarray, probabilities: np.ndarray) -> tuple[floa
     return (accuracy, -log_loss(y_true, probabilities))
 
 
+#: ``params`` key of an ensemble kept because the validation split could not rank its members: every
+#: one scored 100% (``trials.ensemble.saturated_tie``).
+TIE_PARAM = "saturated_tie"
+
+
+def selection_rank(val_accuracy: float, params: dict[str, Any], y_true: np.ndarray,
+                   probabilities: np.ndarray) -> tuple[float, bool, float]:
+    """How the final model is chosen among finished trials: accuracy, then an ensemble kept for a
+    saturated tie (its members tie with it on accuracy and beat it on a log loss that cannot rank
+    them: it averages their confidence), then the log loss (``validation_rank``)."""
+    tie = bool(params.get(TIE_PARAM, False))
+    if probabilities.ndim != 2 or len(probabilities) != len(y_true) or len(y_true) == 0:
+        return (val_accuracy, tie, -float("inf"))
+    return (val_accuracy, tie, validation_rank(y_true, probabilities)[1])
+
+
 def evaluate(
     y_true: np.ndarray,
     probabilities: np.ndarray,

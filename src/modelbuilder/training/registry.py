@@ -115,6 +115,7 @@ def get_trial(name: str) -> Trial:
 
 for _name, _target in (
     ("linear", "modelbuilder.training.trials.linear:LinearTrial"),
+    ("midlevel_linear", "modelbuilder.training.trials.midlevel:MidlevelLinearTrial"),
     ("partial_finetune", "modelbuilder.training.trials.partial:PartialFinetuneTrial"),
     ("scratch_cnn", "modelbuilder.training.trials.scratch:ScratchCNNTrial"),
     ("ensemble", "modelbuilder.training.trials.ensemble:EnsembleTrial"),

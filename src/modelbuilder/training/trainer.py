@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -26,7 +25,7 @@ from .checkpoint import CheckpointDir, FinishedTrial
 from .config import TrainingConfig, TrainingResult, TrialSummary
 from .devices import DeviceStrategy, default_strategy
 from .distributed import SINGLE, DistributedContext
-from .evaluation import validation_rank
+from .evaluation import selection_rank
 from .feature_pass import subsample_stratified  # re-exported: tests and benchmarks import it from here
 from .finalize import finalize_outputs
 from .onnx_export import check_parity, export_onnx
@@ -148,12 +147,10 @@ def save_trial(outcome: TrialOutcome, labels: list[str], val_items: list[ImageIt
     return finished
 
 
-def _rank(trial: FinishedTrial, checkpoints: CheckpointDir, y_val: np.ndarray) -> tuple[float, float]:
-    """The trial's recorded validation accuracy, then its validation log loss (ties on accuracy)."""
-    probs = checkpoints.probabilities(trial)
-    if probs.ndim != 2 or len(probs) != len(y_val) or len(y_val) == 0:
-        return (trial.val_accuracy, -math.inf)
-    return (trial.val_accuracy, validation_rank(y_val, probs)[1])
+def _rank(trial: FinishedTrial, checkpoints: CheckpointDir, y_val: np.ndarray) -> tuple[float, bool, float]:
+    """The trial's recorded validation accuracy, then an ensemble kept for a saturated tie, then its
+    validation log loss (``evaluation.selection_rank``)."""
+    return selection_rank(trial.val_accuracy, trial.params, y_val, checkpoints.probabilities(trial))
 
 
 def run_training(config: TrainingConfig, reporter: Reporter, work_dir: Path, *,
