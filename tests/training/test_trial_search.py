@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from modelbuilder.training.trials.ensemble import Ensemble, best_ensemble  # noq
 from modelbuilder.training.trials.partial import PartialFinetuneTrial  # noqa: E402
 from modelbuilder.training.trials.scratch import (  # noqa: E402
     MAX_PATIENCE,
+    PATIENCE_STEPS,
     WIDTHS,
     ChannelMean,
     choose_width,
@@ -330,7 +332,13 @@ def test_the_grey_cnn_with_its_grid_head_exports_for_every_small_size(tmp_path: 
 def test_the_scratch_cnn_on_a_handful_of_images_stops_when_its_score_stops_moving(data: Path) -> None:
     """Tiny data plans thousands of epochs: the CNN must not spend its whole share of a long budget on
     a validation score that stopped moving (a 60 s run here would otherwise take ~60 s)."""
-    assert (scratch_patience(12.4), scratch_patience(2), scratch_patience(5000)) == (14, 8, MAX_PATIENCE)
+    assert (scratch_patience(12.4, 400), scratch_patience(2, 400), scratch_patience(5000, 400)) == (
+        14, 8, MAX_PATIENCE)
+    # Few steps an epoch (1,600 images, batch 128) and 400 validation images: the wait is PATIENCE_STEPS
+    # steps, not 30 epochs; with a handful of validation images it stays at 30 epochs.
+    assert scratch_patience(60, 13, 400) == 61
+    assert scratch_patience(500, 13, 400) == math.ceil(PATIENCE_STEPS / 13)
+    assert scratch_patience(500, 1, 10) == MAX_PATIENCE
     reporter = RecordingReporter()
     started = time.monotonic()
     result = run_training(config(data, 60, strategies=("scratch_cnn",)), reporter, data.parent / "out")
