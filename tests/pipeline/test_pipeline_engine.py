@@ -14,11 +14,12 @@ from onnx_factory import LABELS, PURE, SPEC, WEIGHTS, default_metadata, make_cla
 from PIL import Image
 
 import modelbuilder.pipeline as pipeline
+from factories import write_exif_rotated_jpeg
 from modelbuilder.errors import BundleError, ImageError, InvalidParameterError
 from modelbuilder.pipeline import ModelOutput, PredictionEngine, load_model
 from modelbuilder.pipeline.engine import physical_cores, softmax
 from modelbuilder.pipeline.onnx_metadata import LABELS_KEY, PREPROCESSING_KEY
-from modelbuilder.pipeline.preprocess import preprocess
+from modelbuilder.pipeline.preprocess import open_image, preprocess
 
 
 @pytest.fixture(scope="module")
@@ -314,11 +315,26 @@ def test_preprocess_is_bit_identical_to_the_training_path(tmp_path: Path) -> Non
             np.testing.assert_array_equal(result, training, err_msg=name)
 
 
-def test_preprocess_leaves_a_given_pil_image_unchanged() -> None:
+def test_preprocess_leaves_a_given_pil_image_unchanged(tmp_path: Path) -> None:
     img = Image.new("RGBA", (50, 40), (10, 20, 30, 128))
     before = img.tobytes()
     preprocess(img, SPEC)
     assert img.mode == "RGBA" and img.size == (50, 40) and img.tobytes() == before
+    path = write_exif_rotated_jpeg(tmp_path / "turned.jpg", width=40, height=20, orientation=6)
+    with Image.open(path) as turned:
+        preprocess(turned, SPEC)
+        assert turned.size == (40, 20) and turned.getexif()[0x0112] == 6
+
+
+def test_open_image_applies_the_exif_orientation(tmp_path: Path) -> None:
+    path = write_exif_rotated_jpeg(tmp_path / "turned.jpg", width=40, height=20, orientation=6)
+    with Image.open(path) as stored:
+        expected = np.asarray(stored.convert("RGB").transpose(Image.Transpose.ROTATE_270))
+    for source in (path, path.read_bytes()):
+        upright = open_image(source)
+        assert upright.size == (20, 40) and upright.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(upright), expected)
+        assert np.asarray(upright.resize((10, 20))).shape == (20, 10, 3)  # pixels usable after close
 
 
 class _FixedLogits:

@@ -106,7 +106,11 @@ def open_image(source: ImageSource) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(stream) as img:
                 img.load()
-                return to_rgb(img)
+                # Decoded here, so ours to change: the orientation is applied in place, where the
+                # default of exif_transpose copies every pixel even when there is nothing to turn.
+                # (Leaving the with block closes the file only; the loaded pixels stay.)
+                ImageOps.exif_transpose(img, in_place=True)
+                return _convert_to_rgb(img)
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"{label} is too large to decode safely ({exc}).") from exc
     except Image.DecompressionBombWarning as exc:  # raised when warnings are errors
@@ -138,8 +142,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     - Alpha (RGBA, LA, PA, palette with transparency) is composited onto white.
     - 16-bit and 32-bit greyscale (I;16, I) are scaled from their full range to 0..255.
     - CMYK, YCbCr, LAB, HSV and palette images go through Pillow's conversion to RGB.
+
+    ``img`` itself is never changed.
     """
-    img = ImageOps.exif_transpose(img)
+    return _convert_to_rgb(ImageOps.exif_transpose(img))
+
+
+def _convert_to_rgb(img: Image.Image) -> Image.Image:
+    """to_rgb() after the orientation is applied; returns ``img`` itself when it is RGB already."""
     mode = img.mode
     if mode == "RGB":
         return img
