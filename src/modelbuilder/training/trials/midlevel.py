@@ -8,7 +8,9 @@ better. Measured on the photos benchmark (13 labels, 24 training images per labe
 other quadrants of each photo, 832 test images, 3 validation splits): the head on the final features
 scored 93.4 / 92.6 / 92.9%, this head 94.2 / 94.1 / 94.1%, their equal-weight average 94.1 / 93.6 / 94.0%.
 Both score 100% on that validation split, so the ensemble trial decides what ships (see
-``ensemble.saturated_tie``).
+``ensemble.saturated_tie``). Not only photos: on 2,000 Fashion-MNIST images (90 s, busy machine) this
+head scored 87.8% on validation next to the linear head's 82.5%, and the ensemble of the two that
+shipped 83.8% on 1,000 test images, against 81.6% for the run without this trial.
 """
 
 from __future__ import annotations
