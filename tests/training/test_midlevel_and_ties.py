@@ -64,11 +64,14 @@ def test_channel_statistics_match_the_cached_pooling_and_export(tmp_path: Path) 
 
 def test_the_trial_applies_only_where_the_stem_array_stays_small() -> None:
     trial = MidlevelLinearTrial()
-    small = make_plan("test_tiny", DataFacts(200, 50, 32, 3, 4), 250, 60.0)
-    estimate = trial.estimate(small, 60.0)
+    photos = make_plan("test_tiny", DataFacts(200, 50, 96, 3, 4), 250, 60.0)
+    estimate = trial.estimate(photos, 60.0)
     assert estimate is not None and estimate.weight == 0.0 and 0 < estimate.fixed_seconds <= 0.15 * 60
-    large = make_plan("test_tiny", DataFacts(MAX_IMAGES, 1000, 32, 3, 4), MAX_IMAGES + 1000, 60.0)
+    large = make_plan("test_tiny", DataFacts(MAX_IMAGES, 1000, 96, 3, 4), MAX_IMAGES + 1000, 60.0)
     assert trial.estimate(large, 60.0) is None
+    # Small images (28-px clothes: the scratch CNN's data) do not get it either.
+    small = make_plan("test_tiny", DataFacts(200, 50, 28, 1, 4), 250, 60.0)
+    assert trial.estimate(small, 60.0) is None
 
 
 def test_a_saturated_tie_ships_the_equal_weight_average_of_the_distinct_perfect_trials() -> None:
@@ -125,7 +128,7 @@ def test_the_tie_ensemble_ranks_above_its_members_but_never_above_a_more_accurat
 
 
 def test_the_midlevel_head_trains_exports_and_can_ship(tmp_path: Path) -> None:
-    data = make_image_folder(tmp_path / "shapes", classes=3, per_class=10, size=32)
+    data = make_image_folder(tmp_path / "shapes", classes=3, per_class=10, size=72)
     reporter = RecordingReporter()
     config = TrainingConfig(data=str(data), architecture="test_tiny", time_budget=8,
                             strategies=("midlevel_linear",))
