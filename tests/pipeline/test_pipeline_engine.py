@@ -19,7 +19,7 @@ from modelbuilder.errors import BundleError, ImageError, InvalidParameterError
 from modelbuilder.pipeline import ModelOutput, PredictionEngine, load_model
 from modelbuilder.pipeline.engine import physical_cores, softmax
 from modelbuilder.pipeline.onnx_metadata import LABELS_KEY, PREPROCESSING_KEY
-from modelbuilder.pipeline.preprocess import open_image, preprocess
+from modelbuilder.pipeline.preprocess import ImageDecodeError, open_image, preprocess
 
 
 @pytest.fixture(scope="module")
@@ -383,3 +383,20 @@ def test_single_prediction_agrees_with_the_batch_path(row: list[float], kind: st
         with np.errstate(invalid="ignore"):
             reference = softmax(np.asarray([row], dtype=np.float32))[0]
         np.testing.assert_array_equal(batched.score, reference)
+
+
+def test_a_bomb_is_refused_even_while_another_thread_has_reset_the_warnings_filter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``warnings.catch_warnings`` is process-wide: predict_batch's threads and the scan's change the
+    filter under each other, so a bomb Pillow only warns about (1-2x the limit) must not depend on it."""
+    import warnings
+
+    import modelbuilder.pipeline.preprocess as preprocess_module
+    from factories import write_png_bomb
+
+    bomb = write_png_bomb(tmp_path / "big.png", 10_000, 10_000)  # 100 MP: Pillow warns, does not raise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # what another thread's filter may say at that moment
+        monkeypatch.setattr(preprocess_module.warnings, "simplefilter", lambda *args, **kwargs: None)
+        with pytest.raises(ImageDecodeError, match="too large to decode safely.*100000000 pixels"):
+            open_image(bomb)

@@ -105,6 +105,9 @@ def open_image(source: ImageSource) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(stream) as img:
+                # The warnings filter is process-wide state that threads (predict_batch, the scan)
+                # change under each other: the header's size is checked here too, before decoding.
+                _refuse_bomb(img.size)
                 img.load()
                 # Decoded here, so ours to change: the orientation is applied in place, where the
                 # default of exif_transpose copies every pixel even when there is nothing to turn.
@@ -117,6 +120,15 @@ def open_image(source: ImageSource) -> Image.Image:
         raise ImageDecodeError(f"{label} is too large to decode safely ({exc}).") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{label} is not a readable image: {exc}") from exc
+
+
+def _refuse_bomb(size: tuple[int, int]) -> None:
+    """Raises Pillow's DecompressionBombError (as Pillow words it) for more than MAX_IMAGE_PIXELS."""
+    pixels = size[0] * size[1]
+    if pixels > MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(
+            f"Image size ({pixels} pixels) exceeds limit of {MAX_IMAGE_PIXELS} pixels, could be "
+            "decompression bomb DOS attack.")
 
 
 def _image_from_array(array: np.ndarray) -> Image.Image:
