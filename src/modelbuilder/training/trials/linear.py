@@ -134,6 +134,23 @@ def train_linear_head(train_f: np.ndarray, train_y: np.ndarray, val_f: np.ndarra
                       decay, tried)
 
 
+def head_seconds(plan: Plan, rows: int) -> float:
+    """Expected seconds of L-BFGS over ``rows`` feature rows (every strength tried counted), at most the
+    search's share of the budget."""
+    work = 150 * 2 * rows * get_backbone_spec(plan.backbone).feature_dim * max(2, plan.data.num_labels)
+    return min(TIME_SHARE * plan.budget_s, work / (_LBFGS_RATE * core_factor(plan.cores) * plan.speed))
+
+
+def fit_trial_head(ctx: TrialContext, trial: str, train_f: np.ndarray, val_f: np.ndarray) -> LinearHead:
+    """``train_linear_head`` for a trial: the strengths a replay recorded, else as many as its share of
+    the budget allows; the validation accuracy is reported as the trial's metric."""
+    replayed = None if ctx.replay is None else int(ctx.replay["decays_tried"])
+    head = train_linear_head(train_f, ctx.y_train, val_f, ctx.y_val, ctx.num_classes, ctx.seed,
+                             time_limit=TIME_SHARE * ctx.config.time_budget, decays_to_try=replayed)
+    ctx.reporter.metric("val_accuracy", head.val_accuracy, 1, trial)
+    return head
+
+
 class LinearTrial:
     name = "linear"
     needs = frozenset({"features"})
@@ -141,18 +158,13 @@ class LinearTrial:
     def estimate(self, plan: Plan, time_left: float) -> TrialEstimate:
         n = plan.num_train
         rows = min(n, 8000) * len(DECAYS) + (n if n > 8000 else 0)
-        work = 150 * 2 * rows * get_backbone_spec(plan.backbone).feature_dim * max(2, plan.data.num_labels)
-        seconds = min(TIME_SHARE * plan.budget_s, work / (_LBFGS_RATE * core_factor(plan.cores) * plan.speed))
-        return TrialEstimate(weight=0.0, min_seconds=0.0, fixed_seconds=seconds,
+        return TrialEstimate(weight=0.0, min_seconds=0.0, fixed_seconds=head_seconds(plan, rows),
                              image_size=plan.feature_size)
 
     def run(self, ctx: TrialContext) -> TrialOutcome:
         start = time.monotonic()
         train_f, val_f = ctx.split("features")
-        replayed = None if ctx.replay is None else int(ctx.replay["decays_tried"])
-        head = train_linear_head(train_f, ctx.y_train, val_f, ctx.y_val, ctx.num_classes, ctx.seed,
-                                 time_limit=TIME_SHARE * ctx.config.time_budget, decays_to_try=replayed)
-        ctx.reporter.metric("val_accuracy", head.val_accuracy, 1, self.name)
+        head = fit_trial_head(ctx, self.name, train_f, val_f)
         model = nn.Sequential(copy.deepcopy(ctx.backbone), head.folded).eval()
         params = {"weight_decay": head.weight_decay, "image_size": ctx.feature_spec.crop_size}
         return TrialOutcome(self.name, "linear", ctx.plan.backbone, ctx.feature_spec, model,

@@ -27,9 +27,9 @@ import torch
 import torch.nn as nn
 
 from ..backbones import get_backbone_spec
-from ..plan import Plan, TrialEstimate, core_factor
+from ..plan import Plan, TrialEstimate
 from .base import TrialContext, TrialOutcome
-from .linear import _LBFGS_RATE, DECAYS, TIME_SHARE, train_linear_head
+from .linear import DECAYS, fit_trial_head, head_seconds
 
 #: Above this many images the trial does not apply. Where the partial fine-tune is dropped at the start,
 #: this trial alone would make the feature pass store the stem activations (Lite0 at 224 px: ~19 KB per
@@ -80,19 +80,15 @@ class MidlevelLinearTrial:
             return None
         # The statistics have 2C columns; 2C <= feature_dim for the registered backbones (Lite0: 384 of
         # 1280), so the linear trial's cost model bounds this one's.
-        work = 150 * 2 * plan.num_train * len(DECAYS) * spec.feature_dim * max(2, plan.data.num_labels)
-        seconds = min(TIME_SHARE * plan.budget_s, work / (_LBFGS_RATE * core_factor(plan.cores) * plan.speed))
-        return TrialEstimate(weight=0.0, min_seconds=0.0, fixed_seconds=seconds,
+        return TrialEstimate(weight=0.0, min_seconds=0.0,
+                             fixed_seconds=head_seconds(plan, plan.num_train * len(DECAYS)),
                              image_size=plan.feature_size)
 
     def run(self, ctx: TrialContext) -> TrialOutcome:
         start = time.monotonic()
         train_stem, val_stem = ctx.split("stem")
         train_f, val_f = pooled_stats(train_stem), pooled_stats(val_stem)
-        replayed = None if ctx.replay is None else int(ctx.replay["decays_tried"])
-        head = train_linear_head(train_f, ctx.y_train, val_f, ctx.y_val, ctx.num_classes, ctx.seed,
-                                 time_limit=TIME_SHARE * ctx.config.time_budget, decays_to_try=replayed)
-        ctx.reporter.metric("val_accuracy", head.val_accuracy, 1, self.name)
+        head = fit_trial_head(ctx, self.name, train_f, val_f)
         model = nn.Sequential(copy.deepcopy(ctx.stem), ChannelStats(), head.folded).eval()
         params = {"weight_decay": head.weight_decay, "image_size": ctx.feature_spec.crop_size,
                   "statistics": int(train_f.shape[1])}
