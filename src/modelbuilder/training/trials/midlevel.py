@@ -8,13 +8,10 @@ better. Measured on the photos benchmark (13 labels, 24 training images per labe
 other quadrants of each photo, 832 test images, 3 validation splits): the head on the final features
 scored 93.4 / 92.6 / 92.9%, this head 94.2 / 94.1 / 94.1%, their equal-weight average 94.1 / 93.6 / 94.0%.
 Both score 100% on that validation split, so the ensemble trial decides what ships (see
-``ensemble.saturated_tie``). Not only photos: on 2,000 Fashion-MNIST images (90 s, busy machine) this
-head scored 87.8% on validation next to the linear head's 82.5%, and the ensemble of the two that
-shipped 83.8% on 1,000 test images, against 81.6% for the run without this trial. But on such small
-images (see ``applies``) its validation score overstated its test score by 3.4 and 5.5 points in two
-3-minute runs on a quiet machine (validation 86.0 / 87.75%, test 82.6 / 82.3%, while the other trials'
-gaps were -1.4 to +2.4), and the ensemble it joined scored 86.3% on test where the one without it
-scored 88.3%.
+``ensemble.saturated_tie``). Not for small images (see ``applies``): on 2,000 Fashion-MNIST images its
+validation score overstated its test score by 3.4 and 5.5 points in two 3-minute runs (validation
+86.0 / 87.75%, test 82.6 / 82.3%; the other trials' gaps were -1.4 to +2.4), and the ensemble it
+joined scored 86.3% on test where the one without it scored 88.3%.
 """
 
 from __future__ import annotations
